@@ -1,0 +1,1 @@
+"""backends neuron stage."""

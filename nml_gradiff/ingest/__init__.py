@@ -1,0 +1,1 @@
+"""Ingest: model files to the IR."""

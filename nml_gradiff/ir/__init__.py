@@ -1,0 +1,1 @@
+"""The intermediate representation: plain dataclasses and sympy expressions."""
