@@ -100,7 +100,9 @@ def test_examples(std, text, si, internal, symbol):
     assert q.si == pytest.approx(si, rel=1e-15)
     assert q.internal == pytest.approx(internal, rel=1e-13)
     assert q.internal_symbol == symbol
-    assert format_internal(q.si, q.dimension) == (q.internal, symbol)
+    # via SI the value may round once more than the decimal route q.internal takes
+    value, unit = format_internal(q.si, q.dimension)
+    assert unit == symbol and value == pytest.approx(q.internal, rel=1e-13)
 
 
 def test_powers_of_ten_round_exactly(std):
@@ -416,3 +418,13 @@ def test_parse_any_number_with_any_core_unit(std, number, unit, space):
     symbol, dim, power, scale, offset = unit
     q = std.parse_quantity(f"{number!r}{space}{symbol}", dim)
     assert q.si == pytest.approx(number * scale * 10.0 ** power + offset, rel=1e-14, abs=1e-300)
+
+
+@pytest.mark.parametrize("text, dim, internal", [
+    ("10pS", "conductance", 1e-05), ("6.3 degC", "temperature", 6.3),
+    ("0.3mS_per_cm2", "conductanceDensity", 0.0003), ("-65mV", "voltage", -65.0),
+    ("35.4ohm_cm", "resistivity", 35.4), ("2.5e-4mM", "concentration", 2.5e-4),
+])
+def test_internal_value_is_the_decimal_text_exactly(text, dim, internal):
+    """No double rounding through SI: the internal value is the double nearest the text."""
+    assert UnitSystem.standard().parse_quantity(text, dim).internal == internal

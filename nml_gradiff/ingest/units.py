@@ -24,6 +24,7 @@ import functools
 import importlib.util
 import math
 import re
+from decimal import Decimal
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +76,13 @@ class Quantity:
 
     si: float
     dimension: Dimension
+    exact_internal: float | None = None     # see _decimal_internal
 
     @property
     def internal(self) -> float:
         """The value in the internal (NEURON) unit of its dimension."""
+        if self.exact_internal is not None:
+            return self.exact_internal
         return to_internal(self.si, self.dimension)
 
     @property
@@ -223,7 +227,8 @@ class UnitSystem:
             quantity = Quantity(number, DIMENSIONLESS)
         elif symbol in self._units:
             unit = self._units[symbol]
-            quantity = Quantity(unit.to_si(number), unit.dimension)
+            quantity = Quantity(unit.to_si(number), unit.dimension,
+                                _decimal_internal(match["number"], unit))
         else:
             raise ModelError(f"unknown unit '{symbol}' in '{text.strip()}'", **where)
         return self._check(quantity, text.strip(), symbol is not None, expected, where)
@@ -236,7 +241,7 @@ class UnitSystem:
         except ModelError as err:
             raise err.located(**where)
         if quantity.dimension == want:
-            return Quantity(quantity.si, want)
+            return Quantity(quantity.si, want, quantity.exact_internal)
         if not has_unit:
             raise ModelError(f"'{text}' has no unit, expected {self.name_of(want)} "
                              "(a plain number is dimensionless)", **where)
@@ -245,6 +250,26 @@ class UnitSystem:
 
 
 # ---- helpers ---------------------------------------------------------------------------
+
+def _decimal_internal(number: str, unit: Unit) -> float | None:
+    """The internal value straight from the decimal text, when both units are powers of ten.
+
+    Going through SI rounds twice: "10pS" is the double nearest 1e-11 S, which times 1e6
+    gives 9.999999999999999e-06 uS.  Shifting the decimal exponent gives exactly 1e-05.
+    """
+    target = internal_unit(unit.dimension)
+    if (unit.scale * 10.0 ** unit.power, unit.offset) == (target.scale, target.offset):
+        return float(number)          # the internal unit itself (degC, ms, mV, ...)
+    k = _power_of_ten(target.scale)
+    if unit.scale != 1.0 or unit.offset or target.offset or k is None:
+        return None
+    return float(Decimal(number).scaleb(unit.power - k))
+
+
+def _power_of_ten(scale: float) -> int | None:
+    k = round(math.log10(scale)) if scale > 0 else None
+    return k if k is not None and 10.0 ** k == scale else None
+
 
 def _describe_unit(unit: Unit) -> str:
     offset = f" + {unit.offset:g}" if unit.offset else ""

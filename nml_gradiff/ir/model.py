@@ -28,11 +28,24 @@ class Skipped:
 
 
 @dataclass
+class Unsupported:
+    """A top-level component nml-gradiff cannot turn into equations (yet), and why.
+
+    The rest of the model still loads; a backend that needs this component refuses the
+    model with ``reason``."""
+
+    id: str | None
+    component_type: str
+    reason: str
+
+
+@dataclass
 class Model:
     source: str
     mechanisms: dict[str, Mechanism] = field(default_factory=dict)
     cells: dict[str, CellOutline] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
+    unsupported: list[Unsupported] = field(default_factory=list)
 
     def parameters(self) -> list[Parameter]:
         """Every tunable parameter, in a stable order (mechanism, then declaration)."""
