@@ -6,6 +6,7 @@ import fnmatch
 
 import sympy
 
+from .ir.cell import Cell
 from .ir.mechanism import Mechanism
 from .ir.model import Model
 
@@ -48,13 +49,23 @@ def _mechanism_lines(m: Mechanism) -> list[str]:
     return out
 
 
+def _cell_lines(c: Cell) -> list[str]:
+    out = [f"cell {c.id} ({c.component_type}): {len(c.segments)} segments in "
+           f"{len(c.sections)} sections, {len(c.groups)} segment groups"]
+    for p in c.placements:
+        where = f"on {p.group} ({len(p.segments)} segments)"
+        out.append(f"  {p.kind} {p.id}: {p.mechanism} {where}, erev {p.erev_mode}")
+    for s in c.species:
+        out.append(f"  species {s.id} ({s.ion}): {s.concentration_model} on {s.group}")
+    return out
+
+
 def summary_lines(model: Model) -> list[str]:
     out = [model.source]
     for m in model.mechanisms.values():
         out += _mechanism_lines(m)
     for c in model.cells.values():
-        out.append(f"cell {c.id} ({c.component_type}): {c.segments} segments, "
-                   f"{c.segment_groups} segment groups")
+        out += _cell_lines(c)
     for s in model.skipped:
         out.append(f"other {s.id or '(no id)'} ({s.component_type})")
     for u in model.unsupported:
@@ -80,11 +91,25 @@ def _mech_json(m: Mechanism) -> dict:
     }
 
 
+def _cell_json(c: Cell) -> dict:
+    return {
+        "id": c.id, "component_type": c.component_type, "source": c.source,
+        "segments": len(c.segments), "groups": len(c.groups),
+        "sections": [{"name": s.name, "parent": s.parent, "parent_x": s.parent_x,
+                      "nseg": s.nseg, "segments": s.segments} for s in c.sections],
+        "placements": [{"id": p.id, "kind": p.kind, "mechanism": p.mechanism, "ion": p.ion,
+                        "group": p.group, "segments": len(p.segments),
+                        "erev_mode": p.erev_mode} for p in c.placements],
+        "species": [{"id": s.id, "ion": s.ion, "concentration_model":
+                     s.concentration_model, "group": s.group} for s in c.species],
+    }
+
+
 def model_to_json(model: Model) -> dict:
     return {
         "source": model.source,
         "mechanisms": [_mech_json(m) for m in model.mechanisms.values()],
-        "cells": [vars(c) for c in model.cells.values()],
+        "cells": [_cell_json(c) for c in model.cells.values()],
         "other": [vars(s) for s in model.skipped],
         "unsupported": [vars(u) for u in model.unsupported],
     }

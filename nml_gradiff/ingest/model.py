@@ -6,8 +6,9 @@ import functools
 from pathlib import Path
 
 from ..errors import ModelError, UnsupportedError
-from ..ir.model import CellOutline, Model, Skipped, Unsupported
+from ..ir.model import Model, Skipped, Unsupported
 from . import xml
+from .cell import build_cell, check_references
 from .components import Component, build, check_id
 from .flatten import Flattener
 from .internal_units import add_channel_current, to_mechanism
@@ -60,7 +61,16 @@ class Loader:
             for el in elements(doc.root):
                 if local(el) not in _NOT_COMPONENTS:
                     self._component(model, el, str(doc.path))
+        self._check_cells(model)
         return model
+
+    def _check_cells(self, model: Model) -> None:
+        """Every density names a channel, every species a concentration model we know."""
+        channels = {n for n, m in model.mechanisms.items() if m.kind == "channel"}
+        pools = {n for n, m in model.mechanisms.items() if m.kind == "concentration"}
+        missing = {u.id for u in model.unsupported}
+        for cell in model.cells.values():
+            check_references(cell, channels | missing, pools | missing)
 
     def _definitions(self, doc) -> None:
         for el in elements(doc.root):
@@ -86,7 +96,8 @@ class Loader:
         # Only components with equations are built into a tree here; cells with a
         # morphology and networks/simulations have stages of their own.
         if any(ctype.is_a(m) for m in _MORPHOLOGICAL):
-            model.cells[comp_id] = _outline(el, comp_id, ctype.name, file)
+            model.cells[comp_id] = build_cell(el, file=file, units=self.units,
+                                              documents=self.docs)
         elif ctype.dynamics is None or any(ctype.is_a(s) for s in _STRUCTURE):
             model.skipped.append(Skipped(comp_id, ctype.name))
         else:
@@ -128,12 +139,6 @@ def _core_registry() -> TypeRegistry:
             if local(el) == "ComponentType":
                 registry.add(read_component_type(el, str(doc.path)))
     return registry
-
-
-def _outline(el, comp_id: str, type_name: str, file: str) -> CellOutline:
-    segments = el.findall(".//{*}segment")
-    groups = el.findall(".//{*}segmentGroup")
-    return CellOutline(comp_id, type_name, len(segments), len(groups), file)
 
 
 def load_model(path, include_dirs=(), allow_outside=False) -> Model:

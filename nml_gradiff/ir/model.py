@@ -5,18 +5,8 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
+from .cell import Cell
 from .mechanism import Mechanism, Parameter
-
-
-@dataclass
-class CellOutline:
-    """A morphological cell as far as the foundation reads it (counts, not geometry)."""
-
-    id: str
-    component_type: str
-    segments: int
-    segment_groups: int
-    source: str | None = None
 
 
 @dataclass
@@ -43,13 +33,15 @@ class Unsupported:
 class Model:
     source: str
     mechanisms: dict[str, Mechanism] = field(default_factory=dict)
-    cells: dict[str, CellOutline] = field(default_factory=dict)
+    cells: dict[str, Cell] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     unsupported: list[Unsupported] = field(default_factory=list)
 
     def parameters(self) -> list[Parameter]:
-        """Every tunable parameter, in a stable order (mechanism, then declaration)."""
-        return [p for m in self.mechanisms.values() for p in m.parameters.values()]
+        """Every tunable parameter, in a stable order: mechanisms, then cells, each in
+        declaration order."""
+        return ([p for m in self.mechanisms.values() for p in m.parameters.values()]
+                + [p for c in self.cells.values() for p in c.parameters])
 
     def select(self, patterns: list[str]) -> list[Parameter]:
         """Parameters whose path matches any shell-style glob; unmatched patterns are errors
