@@ -21,7 +21,8 @@ _NOT_COMPONENTS = {"ComponentType", "Dimension", "Unit", "Include", "include", "
 
 #: Kinds of mechanism, by the core type a component's type descends from (first match wins).
 _KINDS = [("baseIonChannel", "channel"), ("concentrationModel", "concentration"),
-          ("baseSynapse", "synapse"), ("basePointCurrent", "input"),
+          ("baseSynapse", "synapse"), ("baseSynapseDL", "synapse"),
+          ("basePointCurrent", "input"), ("basePointCurrentDL", "input"),
           ("baseSpikeSource", "input"), ("baseCell", "cell")]
 
 #: Morphological cells: their own ingest (sections, densities) builds them, not the flattener.
