@@ -28,8 +28,10 @@ _KINDS = [("baseIonChannel", "channel"), ("concentrationModel", "concentration")
 #: Morphological cells: their own ingest (sections, densities) builds them, not the flattener.
 _MORPHOLOGICAL = ("cell", "cell2CaPools")
 
-#: Simulations and networks: the simulation ingest reads them, not the flattener.
-_STRUCTURE = ("Simulation", "network", "networkWithTemperature")
+#: Simulations, networks and the parts of a morphological cell defined at the top level (a
+#: cell refers to them by id): the simulation and cell ingests read them, not the flattener.
+_STRUCTURE = ("Simulation", "network", "networkWithTemperature", "morphology",
+              "biophysicalProperties", "biophysicalProperties2CaPools")
 
 
 def kind_of(comp: Component) -> str:
