@@ -1,0 +1,99 @@
+"""IR Cell -> the plain data a NEURON loader needs to build it (sections, points, values).
+
+The result is JSON-able, so ``convert`` can write it beside a generated loader that needs
+nothing but NEURON to build the cell.  Values are given per NEURON segment (compartment):
+the compartment centred at x takes the value of the NeuroML segment under x, or, for an
+inhomogeneous density, the expression evaluated at the compartment centre's path length
+(what NEURON itself would do with a ``for (x)`` loop).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+
+from ...errors import UnsupportedError
+from ...ir.cell import Cell, Placement, Section, path_length, segment_length
+
+
+def _points(cell: Cell, section: Section) -> list[list[float]]:
+    """3-d points for pt3d; a spherical segment becomes a cylinder with L = diameter along
+    z, which has the sphere's area (as jNeuroML exports it)."""
+    pts: list[list[float]] = []
+    for sid in section.segments:
+        seg = cell.segments[sid]
+        p, d = seg.proximal, seg.distal
+        if seg.is_sphere:
+            r = d.diameter / 2
+            pair = [[d.x, d.y, d.z - r, d.diameter], [d.x, d.y, d.z + r, d.diameter]]
+        else:
+            pair = [[p.x, p.y, p.z, p.diameter], [d.x, d.y, d.z, d.diameter]]
+        for point in pair:
+            if not pts or pts[-1] != point:
+                pts.append(point)
+    return pts
+
+
+def compartment_segments(cell: Cell, section: Section) -> list[int]:
+    """The NeuroML segment under the centre of each of the section's nseg compartments."""
+    lengths = [segment_length(cell.segments[s]) for s in section.segments]
+    ends = list(itertools.accumulate(lengths))
+    total = ends[-1]
+    centres = [(j + 0.5) / section.nseg * total for j in range(section.nseg)]
+    return [section.segments[min(bisect.bisect_left(ends, c), len(ends) - 1)]
+            for c in centres]
+
+
+def compartment_path_lengths(cell: Cell, section: Section) -> list[float]:
+    """Path length from the root (um) of each compartment centre of a section."""
+    start = path_length(cell, 0.0)[section.segments[0]]
+    total = sum(segment_length(cell.segments[s]) for s in section.segments)
+    return [start + (j + 0.5) / section.nseg * total for j in range(section.nseg)]
+
+
+def _section_ra(cell: Cell, section: Section) -> float:
+    values = {cell.ra(s) for s in section.segments}
+    if len(values) > 1:
+        raise UnsupportedError(f"resistivity varying within section {section.name} of cell "
+                               f"{cell.id} ({sorted(values)} ohm_cm): NEURON has one Ra "
+                               "per section")
+    return values.pop()
+
+
+def _placement_values(cell: Cell, placement: Placement, section: Section,
+                      under: list[int]) -> dict[str, list[float]] | None:
+    """Per-compartment values of a placement on one section, or None if it is not there."""
+    present = set(placement.segments)
+    if not any(s in present for s in under):
+        return None
+    out = {}
+    for name, param in placement.parameters.items():
+        if name in placement.inhomogeneous:
+            at = placement.inhomogeneous[name].evaluator()
+            out[name] = [at(d) if s in present else 0.0 for s, d in
+                         zip(under, compartment_path_lengths(cell, section))]
+        else:
+            out[name] = [param.value if s in present else 0.0 for s in under]
+    out["present"] = [1.0 if s in present else 0.0 for s in under]
+    return out
+
+
+def cell_layout(cell: Cell) -> dict:
+    """The cell as plain data: sections (parents first) with points, nseg, Ra, per-
+    compartment cm and initial v, and every placement's per-compartment values."""
+    sections, placements = [], []
+    for sec in cell.sections:
+        under = compartment_segments(cell, sec)
+        sections.append({
+            "name": sec.name, "parent": sec.parent, "parent_x": sec.parent_x,
+            "nseg": sec.nseg, "points": _points(cell, sec), "Ra": _section_ra(cell, sec),
+            "cm": [cell.cm(s) for s in under], "init_v": [cell.init_v(s) for s in under],
+        })
+        for pl in cell.placements:
+            values = _placement_values(cell, pl, sec, under)
+            if values is not None:
+                placements.append({"id": pl.id, "mechanism": pl.mechanism, "kind": pl.kind,
+                                   "ion": pl.ion, "erev_mode": pl.erev_mode,
+                                   "section": sec.name, "values": values})
+    return {"id": cell.id, "sections": sections, "placements": placements,
+            "spike_thresh": cell.spike_thresh(cell.sections[0].segments[0])}
