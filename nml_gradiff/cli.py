@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from . import __version__
 from .errors import ModelError
@@ -46,6 +47,30 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check many model files: XSD and ingest")
     p.add_argument("files", nargs="+")
     _add_model_options(p)
+
+    p = sub.add_parser("run", help="simulate a LEMS simulation and write its outputs")
+    p.add_argument("file", help="a LEMS file with a <Simulation> (LEMS_*.xml)")
+    p.add_argument("--backend", choices=["neuron", "jax"], default="neuron")
+    p.add_argument("-o", "--out", metavar="DIR", default=None,
+                   help="folder for the declared output files (default: beside the file)")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE")
+    p.add_argument("--params", nargs="+", metavar="GLOB", default=[],
+                   help="also write X.sens.npz: d(recorded quantity)/d(parameter)")
+    _add_model_options(p)
+
+    p = sub.add_parser("convert", help="convert model files or whole folders")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+    p.add_argument("--target", choices=["neuron"], default="neuron")
+    p.add_argument("-o", "--out", metavar="DIR", required=True)
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes")
+    _add_model_options(p)
+
+    p = sub.add_parser("omv", help="run the OSB model-validation tests under folders")
+    p.add_argument("folders", nargs="+", metavar="DIR")
+    p.add_argument("--backend", choices=["neuron", "jax"], default="neuron")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("-k", metavar="TEXT", default=None,
+                   help="only tests whose .omt path contains TEXT")
     return parser
 
 
@@ -85,7 +110,28 @@ def cmd_validate(args) -> int:
     return EXIT_BAD_INPUT if failures else 0
 
 
-COMMANDS = {"inspect": cmd_inspect, "validate": cmd_validate}
+def cmd_run(args) -> int:
+    from .runtime.run import run_lems
+    written = run_lems(Path(args.file), args.backend, Path(args.out) if args.out else None,
+                       overrides=args.set, param_globs=args.params,
+                       include_dirs=args.include_dir, allow_outside=args.allow_outside)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .runtime.convert import convert_command
+    return convert_command(args)
+
+
+def cmd_omv(args) -> int:
+    from .runtime.omv_command import omv_command
+    return omv_command(args)
+
+
+COMMANDS = {"inspect": cmd_inspect, "validate": cmd_validate, "run": cmd_run,
+            "convert": cmd_convert, "omv": cmd_omv}
 
 
 def main(argv: list[str] | None = None) -> int:

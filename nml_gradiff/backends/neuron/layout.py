@@ -78,10 +78,20 @@ def _placement_values(cell: Cell, placement: Placement, section: Section,
     return out
 
 
+def _species_values(cell: Cell, species, under: list[int]) -> dict[str, list[float]] | None:
+    present = set(species.segments)
+    if not any(s in present for s in under):
+        return None
+    out = {n: [p.value] * len(under) for n, p in species.parameters.items()}
+    out["present"] = [1.0 if s in present else 0.0 for s in under]
+    return out
+
+
 def cell_layout(cell: Cell) -> dict:
     """The cell as plain data: sections (parents first) with points, nseg, Ra, per-
-    compartment cm and initial v, and every placement's per-compartment values."""
-    sections, placements = [], []
+    compartment cm and initial v, every placement's and species' per-compartment values,
+    and where each NeuroML segment lies (section, x at its proximal and distal ends)."""
+    sections, placements, species = [], [], []
     for sec in cell.sections:
         under = compartment_segments(cell, sec)
         sections.append({
@@ -95,5 +105,23 @@ def cell_layout(cell: Cell) -> dict:
                 placements.append({"id": pl.id, "mechanism": pl.mechanism, "kind": pl.kind,
                                    "ion": pl.ion, "erev_mode": pl.erev_mode,
                                    "section": sec.name, "values": values})
+        for sp in cell.species:
+            values = _species_values(cell, sp, under)
+            if values is not None:
+                species.append({"id": sp.id, "mechanism": sp.concentration_model,
+                                "ion": sp.ion, "section": sec.name, "values": values})
     return {"id": cell.id, "sections": sections, "placements": placements,
+            "species": species, "segments": segment_locations(cell),
             "spike_thresh": cell.spike_thresh(cell.sections[0].segments[0])}
+
+
+def segment_locations(cell: Cell) -> dict[str, list]:
+    """NeuroML segment id -> [section, x of its proximal end, x of its distal end]."""
+    out = {}
+    for sec in cell.sections:
+        lengths = [segment_length(cell.segments[s]) for s in sec.segments]
+        total, start = sum(lengths), 0.0
+        for sid, length in zip(sec.segments, lengths):
+            out[str(sid)] = [sec.name, start / total, (start + length) / total]
+            start += length
+    return out

@@ -1,0 +1,104 @@
+"""Build cells and inputs in NEURON from plain data (the JSON ``plan`` of :mod:`.run`).
+
+This module needs nothing but NEURON and the standard library: ``convert`` copies it next
+to the generated mods, so a converted model can be built without nml-gradiff installed::
+
+    from neuron import h
+    import nmlg_builder, json
+    nmlg_builder.load_library("x86_64/.libs/libnrnmech.so")
+    cells = nmlg_builder.build(h, json.load(open("model.json")))
+
+The plan lists, per cell type, sections (3-d points, nseg, Ra, per-compartment cm and initial
+v, parent and attachment point) and mechanism placements (per-compartment RANGE values), and,
+per population, how many cells to make; then inputs and what to record.
+"""
+
+from __future__ import annotations
+
+
+def load_library(path):
+    from neuron import h
+    if not h.nrn_load_dll(str(path)):
+        raise RuntimeError(f"NEURON could not load the mechanism library {path}")
+
+
+def _section(h, cell_name, sec):
+    s = h.Section(name=f"{cell_name}.{sec['name']}")
+    for x, y, z, d in sec["points"]:
+        s.pt3dadd(x, y, z, d)
+    s.nseg = sec["nseg"]
+    s.Ra = sec["Ra"]
+    for seg, cm in zip(s, sec["cm"]):
+        seg.cm = cm
+    return s
+
+
+def _place(sections, placement):
+    sec = sections[placement["section"]]
+    name = placement["neuron_name"]
+    sec.insert(name)
+    for param, values in placement["range"].items():
+        for seg, value in zip(sec, values):
+            setattr(seg, f"{param}_{name}", value)
+
+
+def build_cell(h, layout, label):
+    """One morphological cell: ``{section name: Section}`` (parents created first)."""
+    sections = {}
+    for sec in layout["sections"]:
+        s = _section(h, label, sec)
+        if sec["parent"] is not None:
+            s.connect(sections[sec["parent"]](sec["parent_x"]), 0)
+        sections[sec["name"]] = s
+    for placement in layout["placements"]:
+        _place(sections, placement)
+    for ion in layout.get("ions", []):
+        for name, sec in sections.items():
+            if name in ion["sections"]:
+                setattr(sec, f"{ion['ion']}i0_{ion['ion']}_ion", ion["internal"])
+                setattr(sec, f"{ion['ion']}o0_{ion['ion']}_ion", ion["external"])
+    return sections
+
+
+def build_point_cell(h, plan_cell, label):
+    """A point cell: its POINT_PROCESS on a dummy section whose cm*area is the cell's C."""
+    sec = h.Section(name=f"{label}.soma")
+    sec.L = sec.diam = plan_cell["diameter"]
+    sec.cm = plan_cell["cm"]
+    pp = getattr(h, plan_cell["neuron_name"])(sec(0.5))
+    return {"soma": sec}, pp
+
+
+def build(h, plan):
+    """Every population's cells: ``{population: [cell]}``, a cell being
+    ``{"sections": {...}, "point": point process or None}``."""
+    cells = {}
+    for pop in plan["populations"]:
+        kind = plan["cell_types"][pop["component"]]
+        made = []
+        for i in range(pop["size"]):
+            label = f"{pop['id']}[{i}]"
+            if kind["kind"] == "point":
+                sections, pp = build_point_cell(h, kind, label)
+            else:
+                sections, pp = build_cell(h, kind, label), None
+            made.append({"sections": sections, "point": pp})
+        cells[pop["id"]] = made
+    return cells
+
+
+def location(cells, where):
+    """The NEURON segment for ``{"population", "index", "section", "x"}``."""
+    cell = cells[where["population"]][where["index"]]
+    return cell["sections"][where["section"]](where["x"])
+
+
+def add_inputs(h, cells, inputs):
+    """Point-process inputs (pulseGenerator, ...) with their RANGE parameters."""
+    made = []
+    for inp in inputs:
+        pp = getattr(h, inp["neuron_name"])(location(cells, inp))
+        for name, value in inp["range"].items():
+            setattr(pp, name, value)
+        made.append(pp)
+    return made

@@ -1,0 +1,265 @@
+"""IR Model + Simulation -> the mod files and the JSON plan that :mod:`.builder` builds.
+
+The plan is plain data: which NEURON mechanism each placement uses and its RANGE values per
+compartment, populations, inputs at (section, x), what to record, and the run settings.
+Every quantity a LEMS file records is resolved here, or refused with ``unsupported:``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ...errors import ModelError, UnsupportedError
+from ...ir.cell import Cell
+from ...ir.mechanism import Mechanism
+from ...ir.model import Model
+from ...ir.simulation import QuantityRef, Simulation
+from .emit import Binding, emit
+from .layout import cell_layout
+
+#: NeuroML placement attribute -> RANGE name in our channel mods.
+PLACEMENT_RANGE = {"condDensity": "gmax", "erev": "erev", "vShift": "vShift",
+                   "permeability": "permeability"}
+
+#: Internal unit -> factor to SI, for recorded quantities.
+TO_SI = {"mV": 1e-3, "ms": 1e-3, "S_per_cm2": 1e4, "mA_per_cm2": 10.0, "mM": 1.0, "": 1.0,
+         "nA": 1e-9, "uS": 1e-6, "per_ms": 1e3}
+
+#: The area of the dummy section of a point cell, whose C equals cm * area at cm = 1 uF/cm2.
+_UF_PER_CM2_UM2_IN_NF = 1e-5
+
+
+@dataclass
+class Plan:
+    data: dict = field(default_factory=dict)
+    mods: dict[str, str] = field(default_factory=dict)     # NEURON name -> mod text
+    units: dict[str, float] = field(default_factory=dict)  # recording key -> factor to SI
+
+
+class Planner:
+    def __init__(self, model: Model, sim: Simulation):
+        self.model, self.sim = model, sim
+        self.plan = Plan()
+        self.layouts: dict[str, dict] = {}
+
+    # ------------------------------------------------------------------ mechanisms
+
+    def mechanism(self, mech_id: str, binding: Binding | None = None) -> str:
+        mech = self.model.mechanisms.get(mech_id)
+        if mech is None:
+            reason = next((u.reason for u in self.model.unsupported if u.id == mech_id), None)
+            raise (UnsupportedError(reason.removeprefix("unsupported: ")) if reason else
+                   ModelError(f"no mechanism '{mech_id}' in the model"))
+        name, text = emit(mech, binding=binding)
+        self.plan.mods[name] = text
+        return name
+
+    def _channel(self, placement: dict) -> dict:
+        binding = Binding(ion=None if placement["ion"] == "non_specific" else placement["ion"],
+                          erev=placement["erev_mode"],
+                          vshift=placement["kind"] == "channelDensityVShift")
+        name = self.mechanism(placement["mechanism"], binding)
+        values = placement["values"]
+        ranges = {PLACEMENT_RANGE[k]: v for k, v in values.items() if k in PLACEMENT_RANGE}
+        return {"section": placement["section"], "neuron_name": name, "range": ranges,
+                "id": placement["id"]}
+
+    def _species(self, species: dict) -> dict:
+        name = self.mechanism(species["mechanism"], Binding(ion=species["ion"]))
+        values = {k: v for k, v in species["values"].items() if k != "present"}
+        return {"section": species["section"], "neuron_name": name, "range": values,
+                "id": species["id"]}
+
+    # ------------------------------------------------------------------ cells
+
+    def cell_type(self, component: str) -> dict:
+        if component in self.model.cells:
+            return self._morphological(self.model.cells[component])
+        mech = self.model.mechanisms.get(component)
+        if mech is not None and mech.kind == "cell":
+            return self._point_cell(mech)
+        raise UnsupportedError(f"population of '{component}' in the NEURON backend")
+
+    def _morphological(self, cell: Cell) -> dict:
+        layout = cell_layout(cell)
+        self.layouts[cell.id] = layout
+        placements = [self._channel(p) for p in layout["placements"]]
+        placements += [self._species(s) for s in layout["species"]]
+        return {"kind": "morphological", "sections": layout["sections"],
+                "placements": placements, "spike_thresh": layout["spike_thresh"]}
+
+    def _point_cell(self, mech: Mechanism) -> dict:
+        name = self.mechanism(mech.name)
+        capacitance = next((p.value for p in mech.parameters.values() if p.unit == "nF"), 1.0)
+        area = capacitance / _UF_PER_CM2_UM2_IN_NF
+        return {"kind": "point", "neuron_name": name, "cm": 1.0,
+                "diameter": math.sqrt(area / math.pi), "Csec": capacitance}
+
+    # ------------------------------------------------------------------ locations
+
+    def where(self, population: str, index: int, segment: int | None,
+              fraction: float = 0.5) -> dict:
+        component = self.sim.populations[population].component
+        layout = self.layouts.get(component)
+        if layout is None:                       # a point cell
+            return {"population": population, "index": index, "section": "soma", "x": 0.5}
+        seg = str(segment if segment is not None else 0)
+        if seg not in layout["segments"]:
+            raise ModelError(f"cell {component} has no segment {seg}",
+                             file=self.sim.source_file)
+        sec, x0, x1 = layout["segments"][seg]
+        return {"population": population, "index": index, "section": sec,
+                "x": x0 + fraction * (x1 - x0)}
+
+    def inputs(self) -> list[dict]:
+        out = []
+        for inp in self.sim.inputs:
+            name = self.mechanism(inp.input)
+            loc = self.where(inp.population, inp.cell_index, inp.segment_id,
+                             inp.fraction_along)
+            rng = {"weight": inp.weight} if inp.weight != 1.0 else {}
+            out.append({**loc, "neuron_name": name, "range": rng})
+        return out
+
+    # ------------------------------------------------------------------ recordings
+
+    def recording(self, ref: QuantityRef) -> dict:
+        cell_type = self.plan.data["cell_types"][self.sim.populations[ref.population].component]
+        loc = self.where(ref.population, ref.index, ref.segment)
+        if cell_type["kind"] == "point":
+            return self._point_recording(ref, loc, cell_type)
+        if not ref.path and ref.variable == "v":
+            self.plan.units[ref.text] = TO_SI["mV"]
+            return {**loc, "what": "v"}
+        if not ref.path and ref.variable == "caConc":
+            self.plan.units[ref.text] = TO_SI["mM"]
+            return {**loc, "what": "cai"}
+        if len(ref.path) == 1 and self._input_index(ref) is not None:
+            return self._input_recording(ref)
+        return self._density_recording(ref, loc, cell_type)
+
+    def _input_index(self, ref: QuantityRef) -> int | None:
+        """The input named by ``pop/i/cell/INPUT/var`` (its id or its input component)."""
+        for k, inp in enumerate(self.sim.inputs):
+            if (inp.population, inp.cell_index) == (ref.population, ref.index) and \
+                    ref.path[0] in (inp.input, inp.id.split("/")[-1]):
+                return k
+        return None
+
+    def _input_recording(self, ref: QuantityRef) -> dict:
+        k = self._input_index(ref)
+        mech = self.model.mechanisms[self.sim.inputs[k].input]
+        unit = _unit_of(mech, ref.variable, ref.text)
+        self.plan.units[ref.text] = TO_SI.get(unit, 1.0)
+        return {"what": "input", "index": k, "name": ref.variable}
+
+    def _point_recording(self, ref: QuantityRef, loc: dict, cell_type: dict) -> dict:
+        mech = self.model.mechanisms[self.sim.populations[ref.population].component]
+        if ref.path or ref.variable is None:
+            raise UnsupportedError(f"recording {ref.text}")
+        if ref.variable == "v":
+            self.plan.units[ref.text] = TO_SI["mV"]
+            return {**loc, "what": "v"}
+        unit = _unit_of(mech, ref.variable, ref.text)
+        self.plan.units[ref.text] = TO_SI.get(unit, 1.0)
+        return {**loc, "what": "point", "name": ref.variable}
+
+    def _density_recording(self, ref: QuantityRef, loc: dict, cell_type: dict) -> dict:
+        # BIOPHYS_ID/membraneProperties/DENSITY_ID[/CHANNEL_ID]/gate/.../variable
+        path = list(ref.path)
+        if "membraneProperties" in path:
+            path = path[path.index("membraneProperties") + 1:]
+        density = next((p for p in cell_type["placements"] if path and p["id"] == path[0]
+                        and p["section"] == loc["section"]), None)
+        if density is None:
+            raise UnsupportedError(f"recording {ref.text}")
+        mech_id = self._mechanism_id(density["id"])
+        if len(path) > 1 and path[1] == mech_id:
+            path = [path[0]] + path[2:]
+        mech = self.model.mechanisms[mech_id]
+        if ref.variable == "gDensity" and len(path) == 1:
+            # gDensity = gmax * fopen: record fopen, scale by gmax where it is recorded
+            gmax = density["range"]["gmax"]
+            compartment = min(int(loc["x"] * len(gmax)), len(gmax) - 1)
+            self.plan.units[ref.text] = TO_SI["S_per_cm2"] * gmax[compartment]
+            return {**loc, "what": "gdensity", "mechanism": density["neuron_name"]}
+        if ref.variable == "iDensity" and len(path) == 1:
+            return self._idensity(ref, loc, density)
+        var = "_".join(path[1:] + [ref.variable])
+        unit = _unit_of(mech, var, ref.text)
+        self.plan.units[ref.text] = TO_SI.get(unit, 1.0)
+        return {**loc, "what": "range", "name": f"{var}_{density['neuron_name']}"}
+
+    def _idensity(self, ref: QuantityRef, loc: dict, density: dict) -> dict:
+        """iDensity = gmax * fopen * (v - erev), outward positive in NEURON, but LEMS's
+        iDensity is inward positive: gDensity * (erev - v)."""
+        rng = density["range"]
+        if "erev" not in rng:
+            raise UnsupportedError(f"recording {ref.text}: iDensity of a "
+                                   "Nernst/GHK density")
+        compartment = min(int(loc["x"] * len(rng["gmax"])), len(rng["gmax"]) - 1)
+        self.plan.units[ref.text] = TO_SI["mA_per_cm2"]
+        return {**loc, "what": "idensity", "mechanism": density["neuron_name"],
+                "gmax": rng["gmax"][compartment], "erev": rng["erev"][compartment]}
+
+    def _mechanism_id(self, placement_id: str) -> str:
+        for cell in self.model.cells.values():
+            for p in cell.placements:
+                if p.id == placement_id:
+                    return p.mechanism
+            for s in cell.species:
+                if s.id == placement_id:
+                    return s.concentration_model
+        raise ModelError(f"no placement {placement_id}")
+
+    # ------------------------------------------------------------------ everything
+
+    def build(self) -> Plan:
+        sim = self.sim
+        self.plan.data = {
+            "dt": sim.dt_ms, "tstop": sim.length_ms,
+            "celsius": sim.temperature_degC if sim.temperature_degC is not None else 6.3,
+            "cell_types": {p.component: self.cell_type(p.component)
+                           for p in sim.populations.values()},
+            "populations": [{"id": p.id, "component": p.component, "size": p.size}
+                            for p in sim.populations.values()],
+        }
+        self.plan.data["ions"] = self._ion_defaults()
+        self.plan.data["inputs"] = self.inputs()
+        records = {c.quantity.text: self.recording(c.quantity)
+                   for out in sim.outputs for c in out.columns}
+        self.plan.data["record"] = records
+        self.plan.data["spikes"] = {sel.select.text: self._spike_source(sel.select)
+                                    for ev in sim.event_outputs for sel in ev.selections}
+        return self.plan
+
+    def _spike_source(self, ref: QuantityRef) -> dict:
+        cell_type = self.plan.data["cell_types"][self.sim.populations[ref.population].component]
+        loc = self.where(ref.population, ref.index, ref.segment)
+        thresh = cell_type.get("spike_thresh", 0.0)
+        return {**loc, "point": cell_type["kind"] == "point", "threshold": thresh}
+
+    def _ion_defaults(self) -> dict[str, dict]:
+        """NEURON keeps one initial concentration per ion (``cai0_ca_ion``): take it from
+        the species; two species of one ion with different values cannot be built."""
+        ions: dict[str, dict] = {}
+        for cell in self.model.cells.values():
+            for sp in cell.species:
+                value = {"i": sp.initial_concentration, "o": sp.initial_ext_concentration}
+                if ions.setdefault(sp.ion, value) != value:
+                    raise UnsupportedError(f"species of ion {sp.ion} with different initial "
+                                           "concentrations in one model (NEURON has one "
+                                           f"{sp.ion}i0_{sp.ion}_ion)")
+        return ions
+
+
+def _unit_of(mech: Mechanism, name: str, text: str) -> str:
+    for table in (mech.states, mech.derived):
+        if name in table:
+            return table[name].unit
+    raise UnsupportedError(f"recording {text}: {mech.name} has no variable '{name}'")
+
+
+def make_plan(model: Model, sim: Simulation) -> Plan:
+    return Planner(model, sim).build()

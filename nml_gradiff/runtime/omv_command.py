@@ -1,0 +1,55 @@
+"""``nml-gradiff omv DIR... --backend B``: run the OSB tests found under the folders."""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import partial
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .omv import Outcome, discover, run_test
+from .run import run_lems
+
+
+def _runner(backend: str, folders: list[Path], target: Path, out_dir: Path) -> None:
+    # The folders named on the command line are trusted: includes may roam inside them.
+    run_lems(target, backend, out_dir, include_dirs=folders)
+
+
+def _row(outcome: Outcome, base: Path) -> str:
+    try:
+        name = outcome.test.path.resolve().relative_to(base.resolve())
+    except ValueError:
+        name = outcome.test.path
+    worst = "-" if outcome.worst_dt_ms is None else f"{outcome.worst_dt_ms:.3g}"
+    verdict = "pass" if outcome.passed else "FAIL"
+    return (f"{verdict}  {str(name)[:70]:70s}  {outcome.experiment[:12]:12s}  "
+            f"{outcome.observed:>4}/{outcome.expected:<4}  {worst:>7}  {outcome.detail}")
+
+
+def omv_command(args) -> int:
+    folders = [Path(f) for f in args.folders]
+    tests = [t for t in discover(folders) if t.observables
+             and (args.k is None or args.k in str(t.path))]
+    runner = partial(_runner, args.backend, folders)
+    outcomes: list[Outcome] = []
+    print(f"{'':4}  {'test':70s}  {'experiment':12s}  spikes     worst  detail "
+          "(|dt| in ms)")
+    for test in tqdm(tests, desc="omv", unit="test", disable=None, file=sys.stderr):
+        results = run_test(test, runner)
+        outcomes += results
+        for outcome in results:
+            tqdm.write(_row(outcome, folders[0]))
+    passed = sum(o.passed for o in outcomes)
+    tests_passed = sum(all(o.passed for o in outcomes if o.test is t) for t in tests)
+    print(f"{tests_passed} of {len(tests)} tests passed ({passed} of {len(outcomes)} "
+          f"observables) with the {args.backend} backend")
+    if args.json:
+        Path(args.json).write_text(json.dumps([{
+            "test": str(o.test.path), "target": str(o.test.target), "engine": o.test.engine,
+            "experiment": o.experiment, "passed": o.passed, "detail": o.detail,
+            "worst_dt_ms": o.worst_dt_ms, "expected": o.expected, "observed": o.observed}
+            for o in outcomes], indent=1) + "\n")
+    return 0 if tests_passed == len(tests) else 1

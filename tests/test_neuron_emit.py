@@ -1,0 +1,415 @@
+"""NEURON backend, mechanism half: the NMODL printer and IR -> .mod emission (no NEURON here;
+compiling and running the output is tests/test_neuron_build.py).
+
+Expected snippets are derived by hand from the NMODL grammar, not recorded from the output.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import sympy
+
+from nml_gradiff import __version__
+from nml_gradiff.backends.neuron.emit import Binding, emit, neuron_name, nmodl_unit
+from nml_gradiff.backends.neuron.printer import (Block, NmodlPrinter, cse_assignments,
+                                                 nmodl_number, tidy)
+from nml_gradiff.errors import UnsupportedError
+from nml_gradiff.ingest.model import load_model
+from nml_gradiff.ir.functions import (ExpRelr, ExpRelrDerivative, ExpRelrPrime, Random,
+                                      heaviside)
+from nml_gradiff.ir.mechanism import Mechanism, Parameter, State, symbol
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+x, y, v, a, b = (symbol(n) for n in "xyvab")
+
+#: Small NeuroML components for the kinds other than HH channels (shared with
+#: test_neuron_build.py, which compiles and runs them).
+TEST_NML = """\
+<neuroml xmlns="http://www.neuroml.org/schema/neuroml2" id="nrn_backend_test">
+  <ionChannelHH id="caLeak" conductance="10pS" species="ca"/>
+  <ionChannelPassive id="nsLeak" conductance="10pS"/>
+  <decayingPoolConcentrationModel id="pool" ion="ca" restingConc="1e-4 mM"
+      decayConstant="20 ms" shellThickness="0.5 um"/>
+  <pulseGenerator id="pulse" delay="10ms" duration="20ms" amplitude="0.1nA"/>
+  <iafCell id="iaf" leakReversal="-70mV" thresh="-55mV" reset="-65mV" C="0.2nF"
+      leakConductance="0.01uS"/>
+  <expOneSynapse id="syn" gbase="1nS" erev="0mV" tauDecay="5ms"/>
+  <ionChannelKS id="ks" conductance="10pS" species="k">
+    <gateKS id="n" instances="1">
+      <closedState id="c1"/>
+      <openState id="o1"/>
+      <vHalfTransition from="c1" to="o1" vHalf="-20mV" z="1.5" gamma="0.75" tau="3.2ms"
+          tauMin="0.3ms"/>
+    </gateKS>
+  </ionChannelKS>
+  <ionChannelHH id="kca" conductance="10pS" species="k">
+    <gateHHtauInf id="c" instances="1">
+      <timeCourse type="fixedTimeCourse" tau="2ms"/>
+      <steadyState type="HHSigmoidVariable" rate="1" midpoint="-20mV" scale="5mV"/>
+    </gateHHtauInf>
+  </ionChannelHH>
+</neuroml>
+"""
+
+
+@pytest.fixture(scope="session")
+def hh():
+    return load_model(MODELS / "hh" / "hh_channels.nml").mechanisms
+
+
+@pytest.fixture(scope="session")
+def test_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("nml") / "nrn_backend_test.nml"
+    path.write_text(TEST_NML)
+    return load_model(path).mechanisms
+
+
+def body(text: str) -> str:
+    """The mod file without its header (title, comment, UNITS): what the tests look at."""
+    return text.split("(Mohm) = (megohm)\n}\n", 1)[1]
+
+
+# ----------------------------------------------------------------------------- printer
+
+P = NmodlPrinter()
+
+
+@pytest.mark.parametrize("expr, nmodl", [
+    (x ** 3, "x^3"),                          # integer exponents stay integers
+    (x ** -2, "1/x^2"),
+    (sympy.sqrt(x), "sqrt(x)"),
+    (1 / sympy.sqrt(x), "1/sqrt(x)"),
+    ((a + b) ** 2, "(a + b)^2"),
+    (x ** y, "x^y"),
+    (x ** (y + 1), "x^(y + 1)"),
+    (x ** sympy.Float(1.5), "x^1.5"),
+    (-x ** 2, "-x^2"),                        # NMODL: ^ binds tighter than unary minus
+    (sympy.exp(x) * a, "a*exp(x)"),
+    (sympy.log(x), "log(x)"),
+    (sympy.Abs(x), "fabs(x)"),
+    (sympy.tanh(x), "tanh(x)"),
+    (x / 1000, "x/1000"),                     # one correctly rounded division
+    (x / (1000 * y), "x/(1000*y)"),
+    (-a + v, "v - a"),
+    ((x + 1) / (y - 2), "(x + 1)/(y - 2)"),
+    (sympy.pi * x, "PI*x"),
+    (ExpRelr(-x), "exprelr(-x)"),
+    (ExpRelrPrime(x), "exprelr_prime(x)"),
+    (heaviside(x), "heaviside(x)"),
+    (sympy.Eq(a, 0), "a == 0"),
+    (sympy.Ne(a, b), "a != b"),
+    (sympy.And(a > 1, b < 2), "(a > 1) && (b < 2)"),
+    (sympy.Or(a >= 1, b <= 2), "(a >= 1) || (b <= 2)"),
+    (sympy.Not(a > 1, evaluate=False), "!(a > 1)"),
+])
+def test_printer_expressions(expr, nmodl):
+    assert P.code(expr) == nmodl
+
+
+@pytest.mark.parametrize("expr, nmodl", [
+    (x ** 3, "pow(x, 3)"),
+    ((a + b) ** y, "pow(a + b, y)"),
+    (x ** -2, "1/pow(x, 2)"),
+])
+def test_printer_powers_in_derivative_equations(expr, nmodl):
+    # nocmodl's derivative-equation parser (cnexp, derivimplicit) rejects "^"
+    assert P.code(expr, caret=False) == nmodl
+
+
+@pytest.mark.parametrize("value, text", [
+    (sympy.Float(0.1), "0.1"),
+    (sympy.Float("1e-5"), "1e-05"),
+    (sympy.Float("5.1821365534438923"), "5.182136553443892"),   # the double, all digits
+    (sympy.Float(-65.0), "-65.0"),
+    (sympy.Rational(1, 3), "0.3333333333333333"),
+    (sympy.Integer(1000), "1000"),
+    (sympy.Float(0.1, 24), "0.1"),            # extra precision rounds to the nearest double
+])
+def test_numbers_are_full_double_precision(value, text):
+    assert nmodl_number(value) == text
+    assert float(text) == float(value)        # reads back to the same double
+
+
+def test_float32_values_are_not_used():
+    # jNeuroML prints float32 (0.1 -> 0.10000000149011612 when widened); we never do
+    assert P.code(sympy.Float(0.1) * x) == "0.1*x"
+
+
+def test_printer_records_the_functions_it_needs():
+    p = NmodlPrinter()
+    p.code(ExpRelr(x) + heaviside(y))
+    assert p.used == {"exprelr", "heaviside"}
+
+
+@pytest.mark.parametrize("expr, what", [
+    (Random.draw(x), "random"),
+    (ExpRelrDerivative(2, x), "derivative of exprelr"),
+    (sympy.gamma(x), "gamma"),
+])
+def test_printer_refuses(expr, what):
+    with pytest.raises(UnsupportedError, match=what):
+        P.code(expr)
+
+
+def test_piecewise_becomes_if_else_on_the_target():
+    block = Block(NmodlPrinter(), set(), indent=0)
+    block.assign("y", sympy.Piecewise((1, v < -10), (x + 1, v < 20), (2, True)))
+    assert block.lines == ["if (v < -10) {", "    y = 1", "} else if (v < 20) {",
+                           "    y = x + 1", "} else {", "    y = 2", "}"]
+    assert block.locals == []
+
+
+def test_piecewise_inside_an_expression_goes_through_a_local():
+    block = Block(NmodlPrinter(), {"tmp1"}, indent=0)
+    block.assign("y", 2 * sympy.Piecewise((a, v > 0), (b, True)) + 1)
+    assert block.lines == ["if (v > 0) {", "    tmp2 = a", "} else {", "    tmp2 = b", "}",
+                           "y = 2*tmp2 + 1"]
+    assert block.locals == ["tmp2"]
+
+
+def test_piecewise_without_default_keeps_the_previous_value():
+    block = Block(NmodlPrinter(), set(), indent=0)
+    block.assign("y", sympy.Piecewise((a, v > 0)))
+    assert block.lines == ["if (v > 0) {", "    y = a", "}",
+                           ": no case holds: y keeps its previous value"]
+
+
+def test_nested_piecewise_is_evaluated_only_in_its_branch():
+    inner = sympy.Piecewise((a, x > 0), (b, True))
+    block = Block(NmodlPrinter(), set(), indent=0)
+    block.assign("y", sympy.Piecewise((inner * 2, v > 0), (0, True)))
+    assert block.lines == ["if (v > 0) {", "    if (x > 0) {", "        tmp1 = a",
+                           "    } else {", "        tmp1 = b", "    }", "    y = 2*tmp1",
+                           "} else {", "    y = 0", "}"]
+
+
+def test_min_max_become_piecewise():
+    block = Block(NmodlPrinter(), set(), indent=0)
+    block.assign("y", sympy.Max(a, b))
+    assert "if (" in block.lines[0] and block.lines[-1] == "}"
+
+
+def test_tidy_removes_unit_conversion_factors():
+    assert tidy(1000 * (v / 1000 - a / 1000) / b) == (v - a) / b
+    assert tidy(v / 1000 > a / 1000) == (v > a)
+    assert tidy(sympy.Eq(x, 0)) == sympy.Eq(x, 0)
+    assert sympy.simplify(tidy(1000 * a / (1000 * a + 1000 * b)) - a / (a + b)) == 0
+
+
+def test_cse_shares_subexpressions_with_readable_temporaries():
+    p = NmodlPrinter()
+    e = sympy.exp((v - a) / b)
+    out = cse_assignments([("p", 2 * e / (1 + e)), ("q", 3 / (1 + e))], set(), p)
+    assert out[0] == ("cse1", e, True)
+    names = [n for n, _, _ in out]
+    assert names.index("cse1") < names.index("p") and "q" in names
+
+
+def test_cse_is_skipped_when_it_does_not_shorten_the_code():
+    out = cse_assignments([("p", a + b), ("q", a * b)], set(), NmodlPrinter())
+    assert out == [("p", a + b, False), ("q", a * b, False)]
+
+
+# ----------------------------------------------------------------------------- naming
+
+
+@pytest.mark.parametrize("name, nrn", [
+    ("hh_na", "hh_na"), ("hh", "nml_hh"), ("pas", "nml_pas"), ("IClamp", "nml_IClamp"),
+    ("ExpSyn", "nml_ExpSyn"), ("na_ion", "nml_na_ion"), ("my_ion", "nml_my_ion"),
+    ("2pore", "nml_2pore"), ("_x", "nml__x"), ("k-dr.1", "k_dr_1"), ("exp", "nml_exp"),
+    ("v", "nml_v"),
+])
+def test_neuron_names(name, nrn):
+    assert neuron_name(name) == nrn
+    assert re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", nrn)
+
+
+def test_reserved_variable_names_are_renamed():
+    mech = Mechanism(name="odd", kind="channel", component_type="test")
+    for n in ("area", "i", "exp", "t_lems"):
+        mech.parameters[n] = Parameter(n, 1.0, "", "none", f"odd/{n}")
+    mech.states["dt"] = State("dt", -symbol("dt") * symbol("area"), symbol("exp"), "", "none")
+    mech.exposures["fopen"] = "dt"
+    mech.reads["v"] = "mV"
+    mech.currents.append(__import__("nml_gradiff.ir.mechanism", fromlist=["Current"]).Current(
+        "non_specific", symbol("dt") * (symbol("v") - symbol("i"))))
+    text = emit(mech)[1]
+    assert "area_lems = 1.0" in text and "i_lems = 1.0" in text and "exp_lems = 1.0" in text
+    assert "t_lems = 1.0" in text             # not reserved: unchanged
+    assert "dt_lems' = -area_lems*dt_lems" in text
+    assert "i = dt_lems*(v - i_lems)" in text
+
+
+@pytest.mark.parametrize("unit, text", [
+    ("mV", "mV"), ("per_ms", "/ms"), ("S_per_cm2", "S/cm2"), ("uS_per_mV", "uS/mV"),
+    ("ohm_cm", "ohm cm"), ("kg_m2_per_s2", "kg m2/s2"), ("mol_per_m_per_A_per_s",
+                                                        "mole/m/ampere/s"), ("", "1"),
+    ("furlong", None),
+])
+def test_units(unit, text):
+    assert nmodl_unit(unit) == text
+
+
+# ----------------------------------------------------------------------------- channels
+
+
+def test_hh_channel(hh):
+    name, text = emit(hh["hh_na"])
+    assert name == "hh_na"
+    lines = [line.strip() for line in text.splitlines()]
+    assert "SUFFIX hh_na" in lines
+    assert "USEION na WRITE ina" in lines
+    assert any(line.startswith("RANGE") and "gmax" in line for line in lines)
+    assert "gmax = 0.0 (S/cm2)" in text and "erev = 0.0 (mV)" in text
+    # closed form, so cnexp is exact for frozen v; rates() computes inf and tau first
+    deriv = text.split("DERIVATIVE states {")[1].split("}")[0].split("\n")
+    assert [d.strip() for d in deriv if d.strip()] == [
+        "rates()", "m_q' = (m_inf - m_q)/m_tau", "h_q' = (h_inf - h_q)/h_tau"]
+    assert "SOLVE states METHOD cnexp" in lines
+    assert "m_q = m_inf" in lines and "h_q = h_inf" in lines
+    assert "ina = fopen*gmax*(v - erev)" in lines
+    assert "m_forwardRate_r = m_forwardRate_rate*exprelr(-m_forwardRate_x)" in lines
+    assert "FUNCTION exprelr(x) {" in lines
+
+
+def test_channels_never_read_neurons_reversal_potential(hh):
+    for mech in hh.values():
+        text = emit(mech)[1]
+        assert not re.search(r"\bREAD\b.*\be(na|k)\b", text)
+        assert re.search(r"^\s*erev = 0.0 \(mV\)", text, re.M)
+
+
+def test_header_and_determinism(hh):
+    text = emit(hh["hh_k"], command="nml-gradiff convert hh_channels.nml")[1]
+    head = text.split("ENDCOMMENT")[0]
+    assert head.startswith("TITLE hh_k: channel hh_k (ionChannelHH)")
+    assert "hh_channels.nml" in head and f"nml-gradiff {__version__}" in head
+    assert "command: nml-gradiff convert hh_channels.nml" in head
+    again = load_model(MODELS / "hh" / "hh_channels.nml").mechanisms["hh_k"]
+    assert emit(again, command="nml-gradiff convert hh_channels.nml")[1] == text
+
+
+def test_passive_channel(hh):
+    text = body(emit(hh["hh_leak"])[1])
+    assert "NONSPECIFIC_CURRENT i" in emit(hh["hh_leak"])[1]
+    assert "i = fopen*gmax*(v - erev)" in text
+    assert "STATE" not in text and "DERIVATIVE" not in text
+
+
+def test_nonlinear_state_falls_back_to_derivimplicit():
+    mech = Mechanism(name="cubic", kind="channel", component_type="test")
+    mech.states["q"] = State("q", -symbol("q") ** 3 + symbol("v") / 100, sympy.Integer(0),
+                             "", "none")
+    mech.exposures["fopen"] = "q"
+    mech.reads["v"] = "mV"
+    mech.currents.append(__import__("nml_gradiff.ir.mechanism", fromlist=["Current"]).Current(
+        "non_specific", symbol("q") * symbol("v")))
+    text = emit(mech)[1]
+    assert "SOLVE states METHOD derivimplicit" in text
+    assert ": derivimplicit, not cnexp: the right-hand side of q is not linear" in text
+    assert "q' = v/100 - pow(q, 3)" in text
+
+
+def test_kinetic_scheme(test_model):
+    text = body(emit(test_model["ks"])[1])
+    assert "SOLVE kin METHOD sparse" in text
+    assert "~ n_c1_occupancy <-> n_o1_occupancy (n_transitions_rf, n_transitions_rr)" in text
+    assert "CONSERVE n_c1_occupancy + n_o1_occupancy = 1" in text
+    assert "SOLVE kin STEADYSTATE sparse" in text.split("BREAKPOINT")[0]
+
+
+def test_binding_concentrations_and_ion(test_model, hh):
+    kca = test_model["kca"]
+    kca.reads["caConc"] = "mM"     # as a Ca-dependent channel would
+    kca.derived["c_steadyState_x"].expr *= symbol("caConc")
+    name, text = emit(kca, binding=Binding(concentrations={"caConc": "ca2i"}))
+    assert name == "kca_ca2i"
+    assert "USEION ca2 READ ca2i VALENCE 2" in text
+    assert "USEION k WRITE ik" in text
+    assert emit(kca)[0] == "kca" and "USEION ca READ cai" in emit(kca)[1]
+
+
+@pytest.mark.parametrize("mode", ["nernst", "ghk", "ghk2"])
+def test_binding_erev_modes(test_model, mode):
+    name, text = emit(test_model["caLeak"], binding=Binding(erev=mode))
+    assert name == f"caLeak_{mode}"
+    assert "USEION ca READ cai, cao WRITE ica" in text
+    assert "erev = 0.0" not in text           # the placement's erev is not used
+    assert "if (cao > 0) {" in text
+    if mode == "nernst":
+        assert "log(cao/cai)" in text
+    if mode == "ghk":
+        assert "permeability = 0 (cm/s)" in text and "gmax" not in text
+
+
+def test_binding_rejects_nonsense():
+    with pytest.raises(ValueError):
+        Binding(erev="goldman")
+    with pytest.raises(ValueError):
+        Binding(concentrations={"caConc": "ica"})
+
+
+# ----------------------------------------------------------------------------- other kinds
+
+
+def test_concentration_pool(test_model):
+    name, text = emit(test_model["pool"])
+    lines = [line.strip() for line in text.splitlines()]
+    assert "SUFFIX pool" in lines
+    assert "USEION ca READ ica WRITE cai" in lines
+    assert "area (um2)" in text and "cai (mM)" in text.split("STATE {")[1]
+    assert "iCa = -area*ica/100" in lines     # LEMS nA into the cell from NEURON's mA/cm2 out
+    assert "cai = initialConcentration" in lines
+    deriv = text.split("DERIVATIVE states {")[1]
+    assert "cai' = 5.182136553443892*iCa/shellVolume - (cai - restingConc)/decayConstant" \
+        in deriv
+    breakpoint = text.split("BREAKPOINT {")[1].split("\n}")[0]
+    assert "if (cai < 0) {" in breakpoint and "cai = 0" in breakpoint
+
+
+def test_point_cell(test_model):
+    name, text = emit(test_model["iaf"])
+    lines = [line.strip() for line in text.splitlines()]
+    assert "POINT_PROCESS iaf" in lines and "NONSPECIFIC_CURRENT i" in lines
+    assert "Csec = 0.2 (nF)" in text
+    assert "i = -Csec*iMemb/C" in lines      # NEURON integrates v with cm*area = Csec
+    assert "iSyn = 0" in lines               # synapses are point processes of their own
+    receive = text.split("NET_RECEIVE (nc_weight) {")[1]
+    assert "v = leakReversal" in receive      # the initial v, at the flag 2 event
+    assert "if (v > thresh) {" in receive and "v = reset" in receive
+    assert "net_event(t)" in receive and "net_send(dt, 1)" in receive
+    assert "net_send(0, 2)" in text.split("INITIAL {")[1].split("}")[0]
+
+
+def test_input_is_an_electrode_current(test_model):
+    text = emit(test_model["pulse"])[1]
+    lines = [line.strip() for line in text.splitlines()]
+    assert "ELECTRODE_CURRENT i" in lines and "i = i_lems" in lines
+    assert "i_lems = amplitude*weight" in lines
+    assert "if ((t >= delay) && (t < delay + duration)) {" in lines
+
+
+def test_synapse(test_model):
+    text = emit(test_model["syn"])[1]
+    lines = [line.strip() for line in text.splitlines()]
+    assert "NONSPECIFIC_CURRENT i" in lines and "i = -i_lems" in lines
+    receive = text.split("NET_RECEIVE (nc_weight) {")[1]
+    assert "if (flag == 0) {" in receive and "nc_weight" in receive
+
+
+def test_unsupported_kinds_and_requirements(test_model):
+    mech = test_model["nsLeak"]
+    odd = Mechanism(name="x", kind="component", component_type="pulseGeneratorDL")
+    with pytest.raises(UnsupportedError, match="component mechanism"):
+        emit(odd)
+    mech2 = Mechanism(**{**mech.__dict__, "reads": {**mech.reads, "iDensityCa": "mA_per_cm2"}})
+    with pytest.raises(UnsupportedError, match="requirement iDensityCa"):
+        emit(mech2)
+
+
+def test_every_kind_is_deterministic(test_model):
+    for mech in test_model.values():
+        assert emit(mech)[1] == emit(mech)[1]
