@@ -13,7 +13,10 @@ import sys
 
 import numpy as np
 
-from . import builder
+try:
+    from . import builder
+except ImportError:         # a standalone copy written by convert
+    import nmlg_builder as builder
 
 
 def _reference(h, cells, inputs, rec):
