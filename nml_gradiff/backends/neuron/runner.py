@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import numpy as np
 
@@ -86,7 +87,10 @@ def run(plan, library, out):
     h.tstop = plan["tstop"]
     h.secondorder = 0
     h.finitialize()
+    start = time.perf_counter()
     h.continuerun(plan["tstop"])
+    # read by bench/: the simulation alone, without building or saving
+    print(f"nml-gradiff: simulation took {time.perf_counter() - start:.6f} s", file=sys.stderr)
     arrays = {"t": np.array(t)}
     for k, (rec, vec, v) in enumerate(zip(plan["record"].values(), recs, voltages)):
         arrays[f"r{k}"] = np.array(vec)
