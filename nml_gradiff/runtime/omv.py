@@ -151,8 +151,9 @@ def compare(obs: Observable, observed: np.ndarray) -> tuple[bool, str, float | N
                    f"(|dt| {dt[k] / ms:.3g} ms > {allowed[k] / ms:.3g} ms)"), worst
 
 
-#: runner(lems_file, out_dir) simulates and writes the LEMS file's outputs under out_dir.
-Runner = Callable[[Path, Path], None]
+#: outputs(lems_file) -> the folder holding that LEMS file's outputs (simulating it first,
+#: or reusing an earlier run: several .omt files often share one target)
+Outputs = Callable[[Path], Path]
 
 
 def _observed(obs: Observable, test: OmtTest, out_dir: Path) -> np.ndarray:
@@ -164,16 +165,37 @@ def _observed(obs: Observable, test: OmtTest, out_dir: Path) -> np.ndarray:
     return detect_spikes(t, v, obs.method, obs.threshold)
 
 
-def run_test(test: OmtTest, runner: Runner) -> list[Outcome]:
-    with tempfile.TemporaryDirectory(prefix="nml-gradiff-omv-") as tmp:
-        try:
-            runner(test.target, Path(tmp))
-        except ModelError as exc:
-            return [Outcome(test, "(run)", False, str(exc))]
-        outcomes = []
-        for obs in test.observables:
-            observed = _observed(obs, test, Path(tmp))
-            ok, detail, worst = compare(obs, observed)
-            outcomes.append(Outcome(test, obs.experiment, ok, detail, worst,
-                                    len(obs.expected), len(observed)))
-        return outcomes
+def run_test(test: OmtTest, outputs: Outputs) -> list[Outcome]:
+    try:
+        out_dir = outputs(test.target)
+    except ModelError as exc:
+        return [Outcome(test, "(run)", False, str(exc))]
+    outcomes = []
+    for obs in test.observables:
+        observed = _observed(obs, test, out_dir)
+        ok, detail, worst = compare(obs, observed)
+        outcomes.append(Outcome(test, obs.experiment, ok, detail, worst,
+                                len(obs.expected), len(observed)))
+    return outcomes
+
+
+class OutputCache:
+    """Simulate each target once, into a folder of its own under ``root``."""
+
+    def __init__(self, root: Path, simulate: Callable[[Path, Path], None]):
+        self.root, self.simulate = root, simulate
+        self.done: dict[Path, Path | ModelError] = {}
+
+    def __call__(self, target: Path) -> Path:
+        key = target.resolve()
+        if key not in self.done:
+            folder = Path(tempfile.mkdtemp(prefix="run-", dir=self.root))
+            try:
+                self.simulate(target, folder)
+                self.done[key] = folder
+            except ModelError as exc:
+                self.done[key] = exc
+        result = self.done[key]
+        if isinstance(result, ModelError):
+            raise result
+        return result

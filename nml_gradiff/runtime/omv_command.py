@@ -9,7 +9,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .omv import Outcome, discover, run_test
+import tempfile
+
+from .omv import OutputCache, Outcome, discover, run_test
 from .run import run_lems
 
 
@@ -33,15 +35,16 @@ def omv_command(args) -> int:
     folders = [Path(f) for f in args.folders]
     tests = [t for t in discover(folders) if t.observables
              and (args.k is None or args.k in str(t.path))]
-    runner = partial(_runner, args.backend, folders)
     outcomes: list[Outcome] = []
     print(f"{'':4}  {'test':70s}  {'experiment':12s}  spikes     worst  detail "
           "(|dt| in ms)")
-    for test in tqdm(tests, desc="omv", unit="test", disable=None, file=sys.stderr):
-        results = run_test(test, runner)
-        outcomes += results
-        for outcome in results:
-            tqdm.write(_row(outcome, folders[0]))
+    with tempfile.TemporaryDirectory(prefix="nml-gradiff-omv-") as tmp:
+        outputs = OutputCache(Path(tmp), partial(_runner, args.backend, folders))
+        for test in tqdm(tests, desc="omv", unit="test", disable=None, file=sys.stderr):
+            results = run_test(test, outputs)
+            outcomes += results
+            for outcome in results:
+                tqdm.write(_row(outcome, folders[0]))
     passed = sum(o.passed for o in outcomes)
     tests_passed = sum(all(o.passed for o in outcomes if o.test is t) for t in tests)
     print(f"{tests_passed} of {len(tests)} tests passed ({passed} of {len(outcomes)} "
