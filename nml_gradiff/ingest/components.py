@@ -24,7 +24,7 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
 DOCUMENTATION = {"notes", "annotation", "property", "Annotation", "Notes"}
 
 #: Attributes that carry no model meaning for us.
-_IGNORED_ATTRIBUTES = {"id", "type", "metaid", "neuroLexId", "name", "description"}
+_IGNORED_ATTRIBUTES = {"id", "type", "metaid", "neuroLexId", "description"}
 
 
 @dataclass

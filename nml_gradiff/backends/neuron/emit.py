@@ -23,13 +23,12 @@ NEURON where it is placed; :func:`neuron_name` turns a mechanism name into a NEU
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import itertools
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Mapping
 
-import jinja2
 import sympy
 
 from ... import __version__
@@ -37,6 +36,7 @@ from ...errors import UnsupportedError
 from ...ir.functions import ExpRelr
 from ...ir.cell import EREV_MODES
 from ...ir.mechanism import Event, Mechanism, symbol
+from ...templating import environment
 from .printer import (FUNCTION_DEFINITIONS, Block, NmodlPrinter, cse_assignments, nmodl_number,
                       tidy)
 
@@ -260,18 +260,8 @@ def emit(mech: Mechanism, *, binding: Binding | None = None,
     return mod.name, _render(mod)
 
 
-_ENV: jinja2.Environment | None = None
-
-
 def _render(mod: ModFile) -> str:
-    global _ENV
-    if _ENV is None:
-        folder = resources.files("nml_gradiff.templates") / "neuron"
-        templates = {p.name: p.read_text() for p in folder.iterdir() if p.name.endswith(".j2")}
-        _ENV = jinja2.Environment(loader=jinja2.DictLoader(templates),
-                                  undefined=jinja2.StrictUndefined, trim_blocks=True,
-                                  lstrip_blocks=True, keep_trailing_newline=True)
-    return _ENV.get_template(mod.template).render(m=mod)
+    return environment("neuron").get_template(mod.template).render(m=mod)
 
 
 class _Emitter:
@@ -281,7 +271,8 @@ class _Emitter:
     keyword = "SUFFIX"
 
     def __init__(self, mech: Mechanism, binding: Binding):
-        self.mech, self.binding = mech, binding
+        self.mech = dataclasses.replace(mech, derived=_canonical_order(mech.derived))
+        self.binding = binding
         self.name = neuron_name(mech.name) + self.binding_suffix()
         self.printer = NmodlPrinter()
         self.neuron_vars: dict[str, Var] = {}      # NEURON quantities this mod uses
@@ -292,6 +283,7 @@ class _Emitter:
         self.subs: dict[sympy.Symbol, sympy.Expr] = {}
         self.names: dict[str, str] = {}            # IR name -> mod name
         self.taken: set[str] = set()
+        self.method = "cnexp"                      # of the DERIVATIVE block, if any
 
     # -------------------------------------------------------------- hooks per kind
     def read(self, name: str) -> sympy.Expr:
@@ -424,7 +416,7 @@ class _Emitter:
 
     # -------------------------------------------------------------- names and analysis
     def bind(self) -> None:
-        for r in self.mech.reads:
+        for r in sorted(self.mech.reads):
             self.subs[symbol(r)] = self.read(r)
         self.bind_states()
         extra = {p.name for p in self.extra_params} | {b[0] for b in self.bridges}
@@ -442,7 +434,8 @@ class _Emitter:
         mechanism are computed after the states change, the others in ``rates()``; of these,
         the *volatile* ones change during a run (they read v, t, a concentration, ...)."""
         owned = {n for n in self.mech.states if self.bound.get(n) != "v"}
-        reads = set(self.mech.reads) | {b[0] for b in self.bridges}
+        # celsius is constant during a run (NEURON's convention): INITIAL's rates() has it.
+        reads = (set(self.mech.reads) - {"temperature"}) | {b[0] for b in self.bridges}
         self.state_dep: set[str] = set()
         volatile: set[str] = set(reads)
         for n, d in self.mech.derived.items():
@@ -652,6 +645,32 @@ class _Emitter:
         if name not in self.mech.states:
             raise UnsupportedError(f"an event assigns {name}, which is not a state variable")
         return self.names[name]
+
+
+def _canonical_order(derived: dict) -> dict:
+    """Derived quantities in an evaluation order that depends on their definitions only:
+    each after those it uses, ties by name.  (The IR's order is an evaluation order too, but
+    ingest builds it from sets, so it changes with Python's hash seed: same input, other
+    bytes, and a build cache that never hits.)"""
+    deps = {n: {s.name for s in d.expr.free_symbols if s.name in derived and s.name != n}
+            for n, d in derived.items()}
+    users: dict[str, list[str]] = {n: [] for n in derived}
+    for n, used in deps.items():
+        for u in used:
+            users[u].append(n)
+    ready = [n for n, used in deps.items() if not used]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        n = heapq.heappop(ready)
+        order.append(n)
+        for user in users[n]:
+            deps[user].discard(n)
+            if not deps[user]:
+                heapq.heappush(ready, user)
+    if len(order) != len(derived):   # a cycle: ingest refuses those, keep its order
+        return dict(derived)
+    return {n: derived[n] for n in order}
 
 
 def _wrapped(keyword: str, names: list[str], width: int = 88) -> list[str]:
