@@ -584,18 +584,3 @@ def test_izhikevich_point_cell_steps_and_resets(tmp_path):
     after = np.searchsorted(np.asarray(t), spikes) + 1   # the step after a spike starts at c
     assert np.all(np.abs(v[after] - (-50.0)) < 5.0)
     assert np.all(v[after - 1] > 35.0)                   # recorded before the reset
-
-
-@pytest.mark.corpus
-def test_compartment_helpers_agree_with_the_neuron_layout(pyr):
-    """passes/compartments.py holds the geometry helpers both backends need; until the NEURON
-    backend's layout.py imports them, they must agree with its own copies."""
-    layout = pytest.importorskip("nml_gradiff.backends.neuron.layout")
-    from nml_gradiff.passes import compartments as comps
-    model, _, _ = _pyr_passive(pyr)
-    cell = model.cells["pyr_4_sym"]
-    for sec in cell.sections:
-        assert comps.section_points(cell, sec) == layout._points(cell, sec)
-        assert comps.compartment_segments(cell, sec) == layout.compartment_segments(cell, sec)
-        assert comps.compartment_path_lengths(cell, sec) == \
-            layout.compartment_path_lengths(cell, sec)

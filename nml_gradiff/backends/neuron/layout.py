@@ -9,46 +9,10 @@ inhomogeneous density, the expression evaluated at the compartment centre's path
 
 from __future__ import annotations
 
-import bisect
-import itertools
-
 from ...errors import UnsupportedError
-from ...ir.cell import Cell, Placement, Section, path_length, segment_length
-
-
-def _points(cell: Cell, section: Section) -> list[list[float]]:
-    """3-d points for pt3d; a spherical segment becomes a cylinder with L = diameter along
-    z, which has the sphere's area (as jNeuroML exports it)."""
-    pts: list[list[float]] = []
-    for sid in section.segments:
-        seg = cell.segments[sid]
-        p, d = seg.proximal, seg.distal
-        if seg.is_sphere:
-            r = d.diameter / 2
-            pair = [[d.x, d.y, d.z - r, d.diameter], [d.x, d.y, d.z + r, d.diameter]]
-        else:
-            pair = [[p.x, p.y, p.z, p.diameter], [d.x, d.y, d.z, d.diameter]]
-        for point in pair:
-            if not pts or pts[-1] != point:
-                pts.append(point)
-    return pts
-
-
-def compartment_segments(cell: Cell, section: Section) -> list[int]:
-    """The NeuroML segment under the centre of each of the section's nseg compartments."""
-    lengths = [segment_length(cell.segments[s]) for s in section.segments]
-    ends = list(itertools.accumulate(lengths))
-    total = ends[-1]
-    centres = [(j + 0.5) / section.nseg * total for j in range(section.nseg)]
-    return [section.segments[min(bisect.bisect_left(ends, c), len(ends) - 1)]
-            for c in centres]
-
-
-def compartment_path_lengths(cell: Cell, section: Section) -> list[float]:
-    """Path length from the root (um) of each compartment centre of a section."""
-    start = path_length(cell, 0.0)[section.segments[0]]
-    total = sum(segment_length(cell.segments[s]) for s in section.segments)
-    return [start + (j + 0.5) / section.nseg * total for j in range(section.nseg)]
+from ...ir.cell import Cell, Placement, Section, segment_length
+from ...passes.compartments import (compartment_path_lengths, compartment_segments,
+                                    section_points)
 
 
 def _section_ra(cell: Cell, section: Section) -> float:
@@ -96,7 +60,7 @@ def cell_layout(cell: Cell) -> dict:
         under = compartment_segments(cell, sec)
         sections.append({
             "name": sec.name, "parent": sec.parent, "parent_x": sec.parent_x,
-            "nseg": sec.nseg, "points": _points(cell, sec), "Ra": _section_ra(cell, sec),
+            "nseg": sec.nseg, "points": section_points(cell, sec), "Ra": _section_ra(cell, sec),
             "cm": [cell.cm(s) for s in under], "init_v": [cell.init_v(s) for s in under],
         })
         for pl in cell.placements:
