@@ -66,8 +66,7 @@ def numpy_function(inputs, exprs):
 
     With the pass's own linear-time cse: sympy's rebuilds with evaluation, which folds
     ``1/Piecewise((0, Eq(a + b, 0)), ...)`` (a NeuroML time course that is 0 when both rates
-    are) into an unprintable ``zoo`` branch, and is exponentially slow on solved kinetic
-    schemes.
+    are) into an unprintable ``zoo`` branch, and is several times slower here.
     """
     return sympy.lambdify(list(inputs), list(exprs), modules=[NUMPY_NS, "numpy"],
                           cse=dag_cse, use_imps=False, printer=_printer())

@@ -25,8 +25,8 @@ All right-hand sides use the values at step ``n`` (a simultaneous update).  Deri
 quantities are inlined into every public expression.  Internally the map is also kept over
 the derived symbols (:class:`Definitions`), so the sensitivity pass differentiates by the
 chain rule through them (each derived quantity once) instead of differentiating the inlined
-trees.  The inlined results share subexpressions: print them with :func:`dag_cse` (sympy's
-cse is exponential on them; see docs/sensitivity.md).
+trees.  The inlined results share subexpressions: :func:`dag_cse` shares them in linear time
+and without re-evaluating (see docs/sensitivity.md, "Printing").
 """
 
 from __future__ import annotations
@@ -407,11 +407,15 @@ def dag_cse(exprs, prefix: str = "_x") -> tuple[list, list]:
     """Like ``sympy.cse(exprs)``: ``(replacements, reduced)``, but linear in the DAG size.
 
     Every non-atomic subexpression used more than once becomes a temporary, in dependency
-    order.  sympy's cse orders arguments canonically by counting tree nodes, which is
-    exponential on the shared expressions of solved kinetic schemes (minutes for a 6-state
-    scheme); this is deterministic (it follows the expressions' own argument order) and
-    takes milliseconds.  Booleans (Piecewise conditions) are never replaced by temporaries.
+    order.  sympy's cse orders arguments canonically by counting tree nodes (costly on
+    heavily shared expressions) and rebuilds with evaluation (which can fold a never-taken
+    ``1/0`` Piecewise branch into an unprintable ``zoo``); this one is deterministic (it
+    follows the expressions' own argument order), never evaluates, and takes milliseconds.
+    Booleans (Piecewise conditions) are never replaced by temporaries.
     """
+    if isinstance(exprs, sympy.Basic):      # lambdify may pass a single expression
+        repl, (out,) = dag_cse([exprs], prefix)
+        return repl, out
     uses: dict = {}
 
     def count(e):

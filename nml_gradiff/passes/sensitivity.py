@@ -8,8 +8,8 @@ reads, theta)`` of :mod:`.discretize` obeys, exactly,
 so the sensitivities a backend propagates are the derivative of the update it performs, not
 the continuous sensitivity equations integrated approximately (docs/sensitivity.md).
 :func:`sensitivities` computes every factor symbolically; :func:`propagate` and friends
-assemble the update.  All expressions are sympy; a backend prints them (with ``sympy.cse``:
-the solved kinetic-scheme entries share subexpressions and are large as trees).
+assemble the update.  All expressions are sympy and share subexpressions: print them with a
+cse (:func:`.discretize.dag_cse` is linear-time and does not re-evaluate).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import Mapping, Sequence
 
 import sympy
 
-from ..errors import UnsupportedError
+from ..errors import ModelError, UnsupportedError
 from ..ir.mechanism import symbol
 from .discretize import Definitions, StepMap, almost_everywhere
 
 __all__ = ["Jacobians", "CurrentSensitivity", "EventSensitivity", "SensitivityMap",
-           "sensitivities", "solved_symbol", "propagate", "propagate_all", "current_sensitivity",
-           "propagate_event", "initial_sensitivity"]
+           "sensitivities", "solved_symbol", "propagate", "propagate_all",
+           "current_sensitivity", "propagate_event", "initial_sensitivity"]
 
 
 @dataclass
@@ -40,9 +40,6 @@ class Jacobians:
     v: sympy.Matrix
     reads: sympy.Matrix
     theta: sympy.Matrix
-
-    def row(self, i: int) -> "Jacobians":
-        return Jacobians(self.x[i, :], self.v[i, :], self.reads[i, :], self.theta[i, :])
 
 
 @dataclass
@@ -248,8 +245,8 @@ def sensitivities(step: StepMap, params: list[str] | None = None) -> Sensitivity
 
     ``params``: IR symbol names of the mechanism's own parameters and placement parameters
     (``gmax``, ``erev``); None means all of them except those that only set when a
-    time-triggered event fires (asking for one of those explicitly is refused).  Results are
-    cached per mechanism structure (see :func:`.discretize.discretize`).
+    time-triggered or flag event fires (asking for one of those explicitly is refused).
+    Results are cached per mechanism structure (see :func:`.discretize.discretize`).
     """
     params = _check_params(step, params)
     _check_events(step, params)
@@ -274,6 +271,9 @@ def _compute(step: StepMap, params: list[str]) -> SensitivityMap:
               for e in _event_sensitivities(step, inputs)]
     solved = {solved_symbol(s, when): values[s] for ks in step.kinetic for s in ks.states
               for when, values in (("next", step.next), ("init", step.init))}
+    if set(solved) & set(step.inputs()):
+        raise ModelError(f"{step.mechanism}: a quantity is named like a solved occupancy "
+                         f"({sorted(map(str, set(solved) & set(step.inputs())))})")
     return SensitivityMap(step=step, params=params, states=list(step.states),
                           reads=_differentiated_reads(step), has_v=step.has_v,
                           next=_freeze(nxt), currents=currents, init=_freeze(init),
