@@ -6,7 +6,10 @@ Expected snippets are derived by hand from the NMODL grammar, not recorded from 
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,7 @@ from nml_gradiff.errors import UnsupportedError
 from nml_gradiff.ingest.model import load_model
 from nml_gradiff.ir.functions import (ExpRelr, ExpRelrDerivative, ExpRelrPrime, Random,
                                       heaviside)
-from nml_gradiff.ir.mechanism import Mechanism, Parameter, State, symbol
+from nml_gradiff.ir.mechanism import Current, Mechanism, Parameter, State, symbol
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 x, y, v, a, b = (symbol(n) for n in "xyvab")
@@ -234,8 +237,7 @@ def test_reserved_variable_names_are_renamed():
     mech.states["dt"] = State("dt", -symbol("dt") * symbol("area"), symbol("exp"), "", "none")
     mech.exposures["fopen"] = "dt"
     mech.reads["v"] = "mV"
-    mech.currents.append(__import__("nml_gradiff.ir.mechanism", fromlist=["Current"]).Current(
-        "non_specific", symbol("dt") * (symbol("v") - symbol("i"))))
+    mech.currents.append(Current("non_specific", symbol("dt") * (symbol("v") - symbol("i"))))
     text = emit(mech)[1]
     assert "area_lems = 1.0" in text and "i_lems = 1.0" in text and "exp_lems = 1.0" in text
     assert "t_lems = 1.0" in text             # not reserved: unchanged
@@ -305,8 +307,7 @@ def test_nonlinear_state_falls_back_to_derivimplicit():
                              "", "none")
     mech.exposures["fopen"] = "q"
     mech.reads["v"] = "mV"
-    mech.currents.append(__import__("nml_gradiff.ir.mechanism", fromlist=["Current"]).Current(
-        "non_specific", symbol("q") * symbol("v")))
+    mech.currents.append(Current("non_specific", symbol("q") * symbol("v")))
     text = emit(mech)[1]
     assert "SOLVE states METHOD derivimplicit" in text
     assert ": derivimplicit, not cnexp: the right-hand side of q is not linear" in text
@@ -430,9 +431,6 @@ print(h.hexdigest())
 
 def test_same_bytes_in_another_process(tmp_path):
     """Same input, same bytes, whatever Python's hash seed (the build cache relies on it)."""
-    import os
-    import subprocess
-    import sys
     model = tmp_path / "t.nml"
     model.write_text(TEST_NML)
     paths = [str(MODELS / "hh" / "hh_channels.nml"), str(model)]

@@ -63,7 +63,9 @@ def _clean(e):
 
 def _order_derived(derived: dict[str, Derived]) -> dict[str, Derived]:
     """Evaluation order: each derived quantity after those it uses."""
-    graph = {n: {s.name for s in d.expr.free_symbols if s.name in derived}
+    # sorted predecessors: set order depends on the hash seed, and the order must not
+    # (generated code is byte-for-byte deterministic)
+    graph = {n: sorted(s.name for s in d.expr.free_symbols if s.name in derived)
              for n, d in derived.items()}
     try:
         order = list(graphlib.TopologicalSorter(graph).static_order())
