@@ -144,6 +144,13 @@ def load_simulation(path, include_dirs=(), allow_outside=False,
 
 # ------------------------------------------------------------------------------ the reader
 
+def has_simulation(path, include_dirs=(), allow_outside=False) -> bool:
+    """Whether the file names a simulation to run (a LEMS ``<Target>``)."""
+    from . import xml
+    root = xml.load(path, include_dirs=include_dirs, allow_outside=allow_outside).main.root
+    return any(local(el) == "Target" for el in elements(root))
+
+
 def _type_of(el) -> str:
     return el.get("type") or local(el)
 

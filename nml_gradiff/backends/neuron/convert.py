@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ...errors import ModelError, UnsupportedError
 from ...ingest.model import load_model
-from ...ingest.simulation import load_simulation
+from ...ingest.simulation import has_simulation, load_simulation
 from . import builder, runner
 from .emit import emit
 from .plan import make_plan
@@ -41,7 +41,7 @@ def _standalone(module) -> str:
 def convert_file(path: Path, include_dirs=(), allow_outside=False) -> dict[str, str]:
     model = load_model(path, include_dirs=include_dirs, allow_outside=allow_outside)
     files, refused = _mechanism_mods(model)
-    if _has_target(path, include_dirs, allow_outside):
+    if has_simulation(path, include_dirs, allow_outside):
         model, sim = load_simulation(path, include_dirs=include_dirs,
                                      allow_outside=allow_outside)
         plan = make_plan(model, sim)
@@ -55,10 +55,3 @@ def convert_file(path: Path, include_dirs=(), allow_outside=False) -> dict[str, 
     if refused:
         files["UNSUPPORTED.txt"] = "\n".join(refused) + "\n"
     return files
-
-
-def _has_target(path: Path, include_dirs, allow_outside) -> bool:
-    from ...ingest import xml
-    root = xml.load(path, include_dirs=include_dirs, allow_outside=allow_outside).main.root
-    return any(isinstance(el.tag, str) and el.tag.rsplit("}", 1)[-1] == "Target"
-               for el in root)
