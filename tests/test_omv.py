@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import CORPUS
-
 from nml_gradiff.runtime import omv
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from ..errors import ModelError, UnsupportedError
+from ..errors import UnsupportedError
 from ..ir.model import Model, Skipped, Unsupported
 from . import xml
 from .cell import build_cell, check_references
@@ -148,5 +148,3 @@ def load_model(path, include_dirs=(), allow_outside=False) -> Model:
     """Parse ``path`` and everything it includes into a :class:`~nml_gradiff.ir.model.Model`."""
     return Loader(path, include_dirs, allow_outside).load()
 
-
-__all__ = ["load_model", "ModelError", "check_id"]
