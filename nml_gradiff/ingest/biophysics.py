@@ -13,7 +13,7 @@ import re
 from ..errors import ModelError, UnsupportedError
 from ..ir.cell import (GroupValue, Inhomogeneous, InhomogeneousParameter, Placement,
                        Species)
-from ..ir.mechanism import Parameter
+from ..ir.mechanism import Origin, Parameter
 from ..ir.units import internal_unit, to_internal
 from .expr import parse_expression
 from .lems_types import elements, local
@@ -109,8 +109,10 @@ class CellContext:
                                       element=local(el))
         return to_internal(q.si, q.dimension)
 
-    def parameter(self, el, path: str, name: str, value: float, dimension: str) -> Parameter:
-        """A new Parameter at ``CELL/path``; a path used twice is an error."""
+    def parameter(self, el, path: str, name: str, value: float, dimension: str,
+                  attribute: str | None = None) -> Parameter:
+        """A new Parameter at ``CELL/path``, read from ``attribute`` of ``el`` (None: not an
+        attribute of its own); a path used twice is an error."""
         full = f"{self.cell_id}/{path}"
         if full in self._paths:
             first = self._paths[full]
@@ -119,7 +121,8 @@ class CellContext:
                                  "(quantity, segmentGroup) pairs must be unique in a cell")
         self._paths[full] = el.sourceline
         dim = self.units.dimension(dimension)
-        param = Parameter(name, value, internal_unit(dim).symbol, dimension, full)
+        origin = Origin(self.file, el.sourceline, attribute) if attribute else None
+        param = Parameter(name, value, internal_unit(dim).symbol, dimension, full, origin)
         self.parameters.append(param)
         return param
 
@@ -170,7 +173,8 @@ def _group_value(ctx: CellContext, el) -> GroupValue:
     quantity = local(el)
     group, segments = ctx.group(el, el.get("segmentGroup"))
     value = ctx.quantity(el, "value", GROUP_VALUES[quantity])
-    param = ctx.parameter(el, f"{quantity}/{group}", quantity, value, GROUP_VALUES[quantity])
+    param = ctx.parameter(el, f"{quantity}/{group}", quantity, value, GROUP_VALUES[quantity],
+                          "value")
     return GroupValue(quantity, group, list(segments), param)
 
 
@@ -184,7 +188,7 @@ def _species(ctx: CellContext, el) -> Species:
         # Species ids repeat across groups (one "ca" per region with its own pool, as in
         # Hay et al.'s L5PC), so the group is part of the path.
         sp.parameters[attr] = ctx.parameter(el, f"{sid}/{group}/{attr}", attr, value,
-                                            "concentration")
+                                            "concentration", attr)
     return sp
 
 
@@ -210,7 +214,7 @@ def _placement(ctx: CellContext, el) -> Placement:
                           group, mode, file=ctx.file, line=el.sourceline)
     for attr, dim in attributes.items():
         value = ctx.quantity(el, attr, dim)
-        placement.parameters[attr] = ctx.parameter(el, f"{pid}/{attr}", attr, value, dim)
+        placement.parameters[attr] = ctx.parameter(el, f"{pid}/{attr}", attr, value, dim, attr)
     if variable is not None:
         placement.inhomogeneous[variable[0]] = _inhomogeneous(ctx, el, pid, vps[0], *variable)
     return placement

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import sympy
 
 from ..errors import ModelError, UnsupportedError
-from ..ir.mechanism import Event, symbol
+from ..ir.mechanism import Event, Origin, symbol
 from .components import Component
 from .expr import parse_condition, parse_expression
 from .lems_types import DerivedVar, Handler, KineticSchemeDef, Regime, Where
@@ -67,6 +67,7 @@ class SIParameter(Quantity):
     value: float = 0.0
     path: str = ""
     internal: float | None = None     # exact internal value when known (see ingest.units)
+    origin: Origin | None = None      # the attribute it was read from, if its own
 
 
 @dataclass
@@ -94,6 +95,10 @@ class FlatModel:
         field(default_factory=list)
     exposures: dict[str, str] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
+
+
+def _origin(where: Where, attribute: str) -> Origin | None:
+    return Origin(where.file, where.line, attribute) if where.file and where.line else None
 
 
 def s_attr(scope: Scope, name: str) -> str | None:
@@ -155,8 +160,9 @@ class Flattener:
             if dim == "*":       # LEMS "any dimension": the value's own unit decides
                 dim = self.units.name_of(q.dimension)
             sym = self._claim(scope.prefix + name, f"parameter {scope.path}/{name}", comp.where)
-            self.model.parameters[sym.name] = SIParameter(sym.name, dim, q.si,
-                                                          f"{scope.path}/{name}", q.internal)
+            self.model.parameters[sym.name] = SIParameter(
+                sym.name, dim, q.si, f"{scope.path}/{name}", q.internal,
+                _origin(comp.where, name) if name in comp.attributes else None)
             scope.names[name] = sym
         for name in ctype.texts:
             if name in comp.attributes and scope.parent is None:

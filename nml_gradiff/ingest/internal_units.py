@@ -86,7 +86,8 @@ def to_mechanism(flat: FlatModel, units, *, name: str, kind: str,
     for n, p in flat.parameters.items():
         value = p.internal if p.internal is not None else float(
             um.value_of(n, sympy.Float(p.value, 17)))
-        mech.parameters[n] = Parameter(n, value, um.unit_of(p.dimension), p.dimension, p.path)
+        mech.parameters[n] = Parameter(n, value, um.unit_of(p.dimension), p.dimension, p.path,
+                                       p.origin)
     for n, s in flat.states.items():
         rhs = None if s.rhs is None else _clean(um.rate_of(n, s.rhs))
         init = None if s.init is None else _clean(um.value_of(n, s.init))

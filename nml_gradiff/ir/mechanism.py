@@ -27,6 +27,16 @@ def symbol(name: str) -> sympy.Symbol:
     return sympy.Symbol(name, real=True)
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a parameter's value is written: the attribute of the element on ``line`` of
+    ``file``.  ``tune`` writes tuned values back there."""
+
+    file: str
+    line: int
+    attribute: str
+
+
 @dataclass
 class Parameter:
     """A number the model author chose; every parameter has a public path."""
@@ -36,6 +46,9 @@ class Parameter:
     unit: str              # internal unit symbol, e.g. "mV"; "" when dimensionless
     dimension: str         # LEMS dimension name, e.g. "voltage"
     path: str              # public parameter path, e.g. "naChan/m/forwardRate/midpoint"
+    # None when the value is not an attribute of its own (a ComponentType default, a
+    # constant inside an inhomogeneous expression).
+    origin: Origin | None = None
 
 
 @dataclass

@@ -1,0 +1,70 @@
+"""Adam (Kingma & Ba 2015) on a flat vector, with the options ``tune`` offers.
+
+Kept in numpy and free of any backend so offline tuning behaves the same whichever
+simulator computed the gradient.  Steps may be taken in units of each parameter's initial
+value (``relative``): conductances of 1e-4 S/cm2 and midpoints of -40 mV then move by the
+same fraction per step for one learning rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ModelError
+
+
+@dataclass
+class AdamOptions:
+    lr: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    clip: float | None = None          # largest gradient norm (in step units), None: no clip
+    relative: bool = True              # steps in units of |initial value|
+    lower: np.ndarray | None = None    # bounds in parameter units (None: unbounded)
+    upper: np.ndarray | None = None
+
+    def check(self) -> None:
+        if not (self.lr > 0 and np.isfinite(self.lr)):
+            raise ModelError(f"--lr must be a positive number, got {self.lr}")
+        if self.clip is not None and not self.clip > 0:
+            raise ModelError(f"--clip must be positive, got {self.clip}")
+
+
+@dataclass
+class Adam:
+    """Minimises over ``x``; :meth:`step` takes dloss/dx and returns the new x."""
+
+    x0: np.ndarray
+    options: AdamOptions = field(default_factory=AdamOptions)
+    m: np.ndarray = field(init=False)
+    v: np.ndarray = field(init=False)
+    k: int = field(init=False, default=0)
+
+    def __post_init__(self):
+        self.options.check()
+        self.x0 = np.asarray(self.x0, dtype=float)
+        if self.options.relative and np.any(self.x0 == 0):
+            raise ModelError("relative steps need non-zero initial values; use absolute "
+                             "steps for parameters that start at 0")
+        self.scale = np.abs(self.x0) if self.options.relative else np.ones_like(self.x0)
+        self.m = np.zeros_like(self.x0)
+        self.v = np.zeros_like(self.x0)
+
+    def step(self, x: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        o = self.options
+        g = np.asarray(grad, dtype=float) * self.scale       # gradient in step units
+        norm = float(np.linalg.norm(g))
+        if o.clip is not None and norm > o.clip:
+            g = g * (o.clip / norm)
+        self.k += 1
+        self.m = o.beta1 * self.m + (1 - o.beta1) * g
+        self.v = o.beta2 * self.v + (1 - o.beta2) * g * g
+        m_hat = self.m / (1 - o.beta1 ** self.k)
+        v_hat = self.v / (1 - o.beta2 ** self.k)
+        x = x - o.lr * self.scale * m_hat / (np.sqrt(v_hat) + o.eps)
+        if o.lower is not None or o.upper is not None:
+            x = np.clip(x, o.lower, o.upper)
+        return x
