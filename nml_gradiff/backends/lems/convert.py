@@ -1,0 +1,33 @@
+"""``convert --target lems --params GLOB...``: the LEMS files of a sensitivity-augmented model.
+
+Input: a LEMS file with a ``<Simulation>`` of one single-compartment cell (see
+:mod:`.system` for what is supported).  Output (docs/lems.md): ``<cell>_sens.xml``,
+``LEMS_<sim>_sens.xml`` and ``<sim>_sens.columns.json``; run with
+``jnml LEMS_<sim>_sens.xml -nogui``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...errors import ModelError
+from ...ingest.simulation import has_simulation, load_simulation
+from .emit import emit
+
+
+def convert_file(path: Path, include_dirs=(), allow_outside=False,
+                 params: tuple[str, ...] = (), sensitivity_units: str = "si",
+                 ) -> dict[str, str]:
+    if not params:
+        raise ModelError("--target lems needs --params GLOB... (the parameters whose "
+                         "sensitivities to emit; `inspect --params` lists them)", file=path)
+    if not has_simulation(path, include_dirs, allow_outside):
+        raise ModelError("--target lems converts a LEMS simulation (a file with a "
+                         "<Simulation>, e.g. LEMS_*.xml)", file=path)
+    model, sim = load_simulation(path, include_dirs=include_dirs, allow_outside=allow_outside)
+    missing = model.unmatched(list(params))
+    if missing:
+        raise ModelError("no parameter matches " + ", ".join(map(repr, missing)), file=path)
+    command = f"nml-gradiff convert, target lems, sensitivity units {sensitivity_units}"
+    return emit(model, sim, model.select(list(params)), sim_file=Path(path).name,
+                command=command, sensitivity_units=sensitivity_units).files
