@@ -1231,20 +1231,41 @@ def _at(text: str, N: str, k: int) -> str:
 # ============================================================================ entry points
 
 def emit(model: Model, sim: Simulation, *, jacobian: str = "analytic",
-         command: str | None = None) -> str:
+         command: str | None = None, params: list[str] | tuple[str, ...] = ()) -> str:
     """The JAX module text for ``sim`` of ``model`` (deterministic: same input, same bytes).
 
-    ``jacobian``: see :data:`JACOBIANS`.  ``command`` is recorded in the header."""
+    ``jacobian``: see :data:`JACOBIANS`.  ``command`` is recorded in the header.
+    ``params``: parameter paths (``inspect --params``) whose forward sensitivities the
+    module computes (``SENS_PARAMS``, ``simulate_sens``, ``loss_and_grad``); none: the
+    primal module alone."""
     if jacobian not in JACOBIANS:
         raise ModelError(f"jacobian must be one of {JACOBIANS}, not {jacobian!r}")
     plan = Plan(model, sim)
-    parts = ModuleWriter(plan, jacobian).parts()
+    writer = ModuleWriter(plan, jacobian)
+    parts = writer.parts()
+    sens = _sensitivity_parts(model, writer, list(params)) if params else {}
     template = environment("jax").get_template("module.py.j2")
     return template.render(
         source=_display_path(model.source), simulation=sim.id,
         command=command or f"nml_gradiff.backends.jax.emit(jacobian={jacobian!r})",
         dt=_num(sim.dt_ms), duration=_num(sim.length_ms), celsius=_num(plan.celsius),
-        jacobian=jacobian, params=_params(model), **parts)
+        jacobian=jacobian, params=_params(model), sens=bool(params), **{**parts, **sens})
+
+
+def _sensitivity_parts(model: Model, writer: "ModuleWriter", params: list[str]) -> dict:
+    from .sens_writer import SensitivityWriter
+    known = {p.path for p in model.parameters()}
+    unknown = [p for p in params if p not in known]
+    if unknown:
+        raise ModelError(f"no parameters {unknown} in this model (see inspect --params)")
+    if len(set(params)) != len(params):
+        raise ModelError("sensitivity parameters listed twice")
+    sw = SensitivityWriter(writer, params)
+    init, advance, record = sw.init_lines(), sw.advance_lines(), sw.record_lines()
+    primal = [f.render() for f in sorted(writer.used.values(), key=lambda f: f.name)]
+    return dict(functions=primal + writer.extra, sens_params=params,
+                sens_functions=sw.functions() + sw.extra_functions(), init_sens=init,
+                advance_sens=advance, record_sens=record)
 
 
 def _display_path(path: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from ...errors import UnsupportedError
 from ...ir.model import Model
 from ...ir.simulation import Simulation
 from ...runtime.run import Traces
@@ -13,15 +12,22 @@ from .emit import emit, load_module
 
 
 def simulate(model: Model, sim: Simulation, params: list[str]) -> Traces:
+    """Run the module; with ``params``, also the sensitivities of every recorded quantity
+    (``Traces.sens``: quantity -> [T, P], d value (SI, as in the .dat file) / d parameter
+    (the internal units ``inspect --params`` prints), so scaled like the values)."""
+    module = load_module(emit(model, sim, params=params))
     if params:
-        raise UnsupportedError("sensitivities in the JAX backend are not emitted yet")
-    module = load_module(emit(model, sim))
-    t, recorded = jax.jit(module.simulate)(module.PARAMS)
+        t, recorded, sens = jax.jit(module.simulate_sens)(module.PARAMS)
+    else:
+        t, recorded = jax.jit(module.simulate)(module.PARAMS)
+        sens = {}
     t = np.asarray(t)
     values = {text: np.asarray(recorded[key]) * scale
               for key, (_unit, scale, text) in module.OUTPUTS.items()}
+    derivs = {text: np.asarray(sens[key]) * scale
+              for key, (_unit, scale, text) in module.OUTPUTS.items() if key in sens}
     selections = {f"{ev.id}/{sel.id}": sel.select.text
                   for ev in sim.event_outputs for sel in ev.selections}
     spikes = {selections[key]: list(t[np.asarray(recorded[key]) > 0])
               for key in module.SPIKES}
-    return Traces(t_ms=t, values=values, spikes=spikes)
+    return Traces(t_ms=t, values=values, spikes=spikes, params=list(params), sens=derivs)

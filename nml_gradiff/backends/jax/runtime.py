@@ -18,7 +18,9 @@ from ...ir.functions import _PRIME_ODD_COEFFS, _PRIME_SERIES_MAX  # noqa: E402
 
 __all__ = ["exprelr", "exprelr_prime", "hines_factor", "hines_substitute", "hines_solve",
            "tree_matrix", "add_currents", "total_current", "neuron_didv", "broadcast",
-           "nernst", "float64"]
+           "nernst", "float64", "jvp_sum", "where_tangent", "broadcast_sens", "tree_rhs",
+           "nernst_tangent", "tangent_at", "add_at", "add_current_tangents",
+           "total_current_tangent"]
 
 # |x| below which exprelr uses its Taylor series: the first omitted term x^6/30240 is below
 # float64 epsilon there (the same threshold as nml_gradiff.ir.functions.exprelr_np).
@@ -103,6 +105,89 @@ def nernst(ci, co, z, celsius):
     """NEURON's nrn_nernst (mV): ``1000 R (celsius + 273.15)/F / z * log(co/ci)``."""
     ktf = 1000.0 * GAS_CONSTANT * (celsius + 273.15) / FARADAY
     return ktf / z * jnp.log(co / ci)
+
+
+# ----------------------------------------------------------------------------- tangents
+# A tangent (forward sensitivity) is None (structurally zero: skipped at trace time) or an
+# array whose last axis runs over the selected parameters (docs/jax.md, "Sensitivities").
+
+def jvp_sum(*pairs):
+    """``sum c[..., None] * d`` over the pairs whose tangent d is not None (None if none)."""
+    out = None
+    for c, d in pairs:
+        if d is None:
+            continue
+        term = jnp.expand_dims(jnp.asarray(c, dtype=jnp.float64), -1) * d
+        out = term if out is None else out + term
+    return out
+
+
+def add_at(acc, index, coef, d, n_params):
+    """``acc[index] += coef[:, None] * d`` for a tangent d (None: acc unchanged)."""
+    if d is None:
+        return acc
+    d = jnp.broadcast_to(jnp.asarray(d), (index.shape[0], n_params))
+    return acc.at[index].add(jnp.expand_dims(jnp.asarray(coef), -1) * d)
+
+
+def add_current_tangents(di_m, dg_m, nodes, tangents, n_params):
+    """Add a mechanism's ``{ion: (dI, dG)}`` tangents at ``nodes`` (see add_currents)."""
+    for di, dg in tangents.values():
+        di_m = add_at(di_m, nodes, 1.0, di, n_params)
+        dg_m = add_at(dg_m, nodes, 1.0, dg, n_params)
+    return di_m, dg_m
+
+
+def total_current_tangent(tangents):
+    """The tangent of :func:`total_current`."""
+    parts = [di for di, _ in tangents.values() if di is not None]
+    return sum(parts[1:], parts[0]) if parts else None
+
+
+def where_tangent(cond, a, b):
+    """The tangent of ``where(cond, A, B)``: that of the branch taken (a clamp)."""
+    if a is None and b is None:
+        return None
+    cond = jnp.expand_dims(jnp.asarray(cond), -1)
+    return jnp.where(cond, 0.0 if a is None else a, 0.0 if b is None else b)
+
+
+def broadcast_sens(tangents, n, n_params):
+    """Every tangent of a dict as an [n, P] array (None: zeros)."""
+    return {k: jnp.zeros((n, n_params)) if d is None
+            else jnp.broadcast_to(jnp.asarray(d, dtype=jnp.float64), (n, n_params))
+            for k, d in tangents.items()}
+
+
+def tangent_at(d, index, n_params):
+    """Rows ``index`` of a tangent that may be None or a per-parameter row [P]."""
+    if d is None:
+        return None
+    d = jnp.asarray(d)
+    return d[index] if d.ndim == 2 else jnp.broadcast_to(d, (len(index), n_params))
+
+
+def nernst_tangent(ci, co, dci, dco, z, celsius):
+    """Tangent of :func:`nernst` along the concentrations' tangents (None: constant)."""
+    ktf = 1000.0 * GAS_CONSTANT * (celsius + 273.15) / FARADAY
+    return jvp_sum((-ktf / z / ci, dci), (ktf / z / co, dco))
+
+
+def tree_rhs(parent, a, b, n_roots, x):
+    """The axial part of NEURON's right-hand side for node values ``x`` (``tree_matrix``'s
+    rhs increment); ``x`` or ``a``/``b`` may carry a trailing parameter axis.  It equals
+    ``-L(a, b) x`` for the axial operator L of the matrix, so the tangent of the voltage
+    step reuses it for ``S_v`` (with a, b) and for the resistivity terms (with da, db)."""
+    child = slice(n_roots, None)
+    pa = parent[child]
+    dx = x[pa] - x[child]
+    ac, bc = a[child], b[child]
+    if dx.ndim < ac.ndim:
+        dx = dx[..., None]
+    elif ac.ndim < dx.ndim:
+        ac, bc = ac[..., None], bc[..., None]
+    shape = (x.shape[0],) + jnp.broadcast_shapes(dx.shape, ac.shape)[1:]
+    return jnp.zeros(shape).at[child].add(-bc * dx).at[pa].add(ac * dx)
 
 
 # ----------------------------------------------------------------------------- tree solver
