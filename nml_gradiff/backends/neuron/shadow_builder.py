@@ -1,0 +1,129 @@
+"""Build the shadow cells of a plan's ``sensitivity`` section and read their sensitivities.
+
+Needs nothing but NEURON, numpy and :mod:`.builder` (``convert`` copies it beside the
+generated mods as ``nmlg_shadow_builder.py``).  A shadow is a copy of a primal cell's
+sections (same points, nseg, cm, Ra) carrying, on each compartment, the companion of every
+primal channel there, its POINTERs set to the primal compartment's ``v`` and gate states;
+its own ``v`` starts at 0 and is ``dv/dtheta`` one step behind the primal
+(docs/neuron-gradients.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    from . import builder
+except ImportError:         # a standalone copy written by convert
+    import nmlg_builder as builder
+
+
+class Shadows:
+    """The shadow cells of one run; :meth:`finish` returns the sensitivities."""
+
+    def __init__(self, h, plan, cells):
+        sens = plan["sensitivity"]
+        self.params = sens["params"]
+        self.record = sens["record"]
+        self.cells = []                      # (shadow spec, {section: Section})
+        for spec in sens["shadows"]:
+            self.cells.append((spec, _shadow_cell(h, plan, cells, spec, sens)))
+        self.handler = h.FInitializeHandler(0, self._zero)
+        self.vectors = {key: [self._vector(h, where, k) for k in range(len(self.params))]
+                        for key, where in self.record.items()}
+
+    def _zero(self):
+        # every node, the zero-area ends included: S_v[0] = 0 exactly
+        for _, sections in self.cells:
+            for sec in sections.values():
+                for seg in sec.allseg():
+                    seg.v = 0.0
+
+    def _vector(self, h, where, k):
+        """The shadow of parameter k for the recorded (population, index) at (section, x);
+        None when that cell has no shadow (its sensitivity is zero)."""
+        for spec, sections in self.cells:
+            if (spec["population"], spec["index"], spec["param"]) == \
+                    (where["population"], where["index"], k):
+                seg = sections[where["section"]](where["x"])
+                ref = where["ref"]
+                if ref[0] == "v":
+                    return h.Vector().record(seg._ref_v)
+                return h.Vector().record(getattr(seg, f"_ref_S_{ref[2]}_{ref[1]}"))
+        return None
+
+    def finish(self, h, n):
+        """One more step (the shadows lag one behind), then ``{key: [n, P]}``: sample j of a
+        shadow's recording is S at step j-1."""
+        h.fadvance()
+        out = {}
+        for key, vecs in self.vectors.items():
+            cols = [np.array(v)[1:n + 1] if v is not None else np.zeros(n) for v in vecs]
+            out[key] = np.stack(cols, axis=1) if cols else np.zeros((n, 0))
+        return out
+
+
+def _shadow_cell(h, plan, cells, spec, sens):
+    kind = plan["cell_types"][plan_component(plan, spec["population"])]
+    primal = cells[spec["population"]][spec["index"]]["sections"]
+    label = f"shadow{spec['param']}.{spec['population']}[{spec['index']}]"
+    sections = {}
+    for sec in kind["sections"]:
+        s = builder._section(h, label, sec)
+        if sec["parent"] is not None:
+            s.connect(sections[sec["parent"]](sec["parent_x"]), 0)
+        sections[sec["name"]] = s
+    companions = sens["companions"]
+    for placement in kind["placements"]:
+        _insert(sections[placement["section"]], placement,
+                companions[placement["neuron_name"]]["name"])
+    for placement in kind["placements"]:    # after all insertions: companions point to each other
+        _wire(h, sections[placement["section"]], primal[placement["section"]],
+              placement["neuron_name"], companions[placement["neuron_name"]], sens)
+    for w in spec["weights"]:
+        for seg, value in zip(sections[w["section"]], w["values"]):
+            setattr(seg, f"{w['wrt']}_{w['companion']}", value)
+    return sections
+
+
+def plan_component(plan, population):
+    return next(p["component"] for p in plan["populations"] if p["id"] == population)
+
+
+def _insert(sec, placement, name):
+    """The companion where the primal has ``placement``, with the same RANGE values."""
+    sec.insert(name)
+    for param, values in placement["range"].items():
+        for seg, value in zip(sec, values):
+            setattr(seg, f"{param}_{name}", value)
+
+
+def _wire(h, sec, primal_sec, primal_name, comp, sens):
+    """Set the companion's POINTERs on every compartment (see sens_emit.Companion)."""
+    name = comp["name"]
+    for seg, pseg in zip(sec, primal_sec):
+        mech = getattr(seg, name)
+        for pointer, target in comp["pointers"].items():
+            h.setpointer(_target(seg, pseg, primal_name, target, sens), pointer, mech)
+
+
+def _target(seg, pseg, primal_name, target, sens):
+    kind = target[0]
+    if kind == "v":
+        return pseg._ref_v
+    if kind == "range":
+        return getattr(pseg, f"_ref_{target[1]}_{primal_name}")
+    if kind == "ion":
+        return getattr(pseg, f"_ref_{target[1]}")
+    if kind == "pool":
+        pool = sens["pools"][target[1]]
+        if not hasattr(seg, pool):
+            raise RuntimeError(f"{seg}: a channel reads {target[1]} where no pool carries it")
+        return getattr(seg, f"_ref_{target[2]}_{pool}")
+    if kind == "current":       # the j-th channel exporting the ion's current, if here
+        exporters = sens["currents"][target[1]]
+        present = [c for c in exporters if hasattr(seg, c)]
+        if target[2] < len(present):
+            return getattr(seg, f"_ref_Sic_{present[target[2]]}")
+        return getattr(seg, f"_ref_zero_{sens['pools'][target[1]]}")
+    raise ValueError(f"unknown POINTER target {target}")
