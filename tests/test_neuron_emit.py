@@ -441,3 +441,93 @@ def test_same_bytes_in_another_process(tmp_path):
                               capture_output=True, text=True, check=True)
         digests.add(proc.stdout.strip())
     assert len(digests) == 1
+
+
+# ----------------------------------------------------------------------------- integrations
+
+
+def _block(text: str, head: str) -> list[str]:
+    return [ln.strip() for ln in text.split(head)[1].split("\n}")[0].splitlines() if ln.strip()]
+
+
+def test_jnml_neuron_integration_mirrors_jneuroml_mods(hh):
+    """jNeuroML's exported mods: ``q' = rate_q`` with the rate from a PROCEDURE (nocmodl
+    turns that cnexp into ``q = q + dt*rate``), and ``fcond = q^n`` computed in that
+    PROCEDURE, before the update: the current uses the gates of the step before."""
+    text = emit(hh["hh_na"], integration="jnml_neuron")[1]
+    assert "SOLVE states METHOD euler" in text and "cnexp" not in text
+    deriv = _block(text, "DERIVATIVE states {")
+    fopen = deriv.index("fopen = m_fcond*h_fcond") if "fopen = m_fcond*h_fcond" in deriv \
+        else next(i for i, ln in enumerate(deriv) if ln.startswith("fopen = "))
+    assert deriv[0] == "rates()" and fopen < deriv.index("m_q' = (m_inf - m_q)/m_tau")
+    breakpoint = _block(text, "BREAKPOINT {")
+    assert not any(ln.startswith("fopen = ") for ln in breakpoint)
+    assert "ina = fopen*gmax*(v - erev)" in breakpoint
+    initial = _block(text, "INITIAL {")       # as jNeuroML: before the states are set
+    assert next(i for i, ln in enumerate(initial) if ln.startswith("fopen = ")) \
+        < initial.index("m_q = m_inf")
+    assert emit(hh["hh_na"])[1] != text and "METHOD cnexp" in emit(hh["hh_na"])[1]
+    with pytest.raises(ValueError):
+        emit(hh["hh_na"], integration="rk4")
+
+
+def test_jnml_neuron_integration_leaves_point_cells_with_v_alone(test_model):
+    assert emit(test_model["iaf"], integration="jnml_neuron") == emit(test_model["iaf"])
+    pool = emit(test_model["pool"], integration="jnml_neuron")[1]
+    assert "SOLVE states METHOD euler" in pool
+
+
+POINT_CELL_LEMS = """\
+<Lems>
+  <Include file="Cells.xml"/>
+  <ionChannelPassive id="passive" conductance="10pS"/>
+  <ionChannelHH id="k" conductance="10pS">
+    <gateHHrates id="n" instances="4">
+      <forwardRate type="HHExpLinearRate" rate="0.1per_ms" midpoint="-55mV" scale="10mV"/>
+      <reverseRate type="HHExpRate" rate="0.125per_ms" midpoint="-65mV" scale="-80mV"/>
+    </gateHHrates>
+  </ionChannelHH>
+  <pointCellCondBased id="pc" C="10pF" v0="-65mV" thresh="20mV">
+    <channelPopulation id="leak" ionChannel="passive" number="300" erev="-54.3mV"/>
+    <channelPopulation id="kChans" ionChannel="k" number="36000" erev="-77mV"/>
+  </pointCellCondBased>
+</Lems>
+"""
+
+
+def test_point_cell_computes_rates_before_the_currents_that_use_them(tmp_path):
+    """Regression (Ex1, pointCellCondBased ran away to -180 mV): the leak current comes from
+    rates() (it depends on v only) and iChannels from it; with rates() after iChannels the
+    current was a call stale, and NEURON's di/dv (BREAKPOINT at v + 0.001, then at v)
+    garbage."""
+    path = tmp_path / "pc.xml"
+    path.write_text(POINT_CELL_LEMS)
+    text = emit(load_model(path).mechanisms["pc"])[1]
+    bp = _block(text, "BREAKPOINT {")
+    assert bp.count("rates()") == 1
+    assert bp.index("rates()") < next(i for i, ln in enumerate(bp)
+                                      if ln.startswith("iChannels = "))
+
+
+def test_nernst_channel_exposes_its_own_current(test_model):
+    """iDensity of a channelDensityNernst/GHK has no fixed erev to compute it from where it
+    is recorded: the mod keeps the channel's current in RANGE ichan (NEURON's ica sums every
+    calcium channel)."""
+    for mode in ("nernst", "ghk", "ghk2"):
+        text = emit(test_model["caLeak"], binding=Binding(erev=mode))[1]
+        assert re.search(r"RANGE .*\bichan\b", text)
+        bp = _block(text, "BREAKPOINT {")
+        assert "ica = ichan" in bp and bp.index("ica = ichan") > bp.index("if (cao > 0) {")
+    assert "ichan" not in emit(test_model["caLeak"])[1]
+
+
+def test_dimensionless_input_scales_by_the_target_capacitance(tmp_path):
+    """pulseGeneratorDL's I is added to a dimensionless cell's dv/dt in mV/ms: as an electrode
+    current into a section of capacitance Cdl nF that is I*Cdl nA."""
+    path = tmp_path / "dl.nml"
+    path.write_text('<neuroml xmlns="http://www.neuroml.org/schema/neuroml2" id="dl">'
+                    '<pulseGeneratorDL id="iA" delay="10ms" duration="90ms" amplitude="14"/>'
+                    '</neuroml>')
+    text = emit(load_model(path).mechanisms["iA"])[1]
+    assert "ELECTRODE_CURRENT i" in text and "Cdl = 1 (nF)" in text
+    assert "i = Cdl*I" in _block(text, "BREAKPOINT {")

@@ -50,3 +50,100 @@ def test_convert_batch_report_and_up_to_date(tmp_path, capsys):
     main(["convert", str(MODELS / "hh"), "-o", str(out)])
     again = json.loads((out / "report.json").read_text())
     assert {m["status"] for m in again["models"]} == {"up-to-date"}
+
+
+#: An Ex1-like pointCellCondBased (NeuroML2 LEMSexamples/LEMS_NML2_Ex1_HH.xml, pulse moved
+#: from 50 to 5 ms) and an izhikevichCell with a dimensionless pulse (OSB IzhikevichModel
+#: FiveCells, popA).
+POINT_CELLS = """\
+<Lems>
+  <Target component="sim1"/>
+  <Include file="Cells.xml"/> <Include file="Networks.xml"/> <Include file="Simulation.xml"/>
+  <ionChannelPassive id="passive" conductance="10pS"/>
+  <ionChannelHH id="na" conductance="10pS">
+    <gateHHrates id="m" instances="3">
+      <forwardRate type="HHExpLinearRate" rate="1per_ms" midpoint="-40mV" scale="10mV"/>
+      <reverseRate type="HHExpRate" rate="4per_ms" midpoint="-65mV" scale="-18mV"/>
+    </gateHHrates>
+    <gateHHrates id="h" instances="1">
+      <forwardRate type="HHExpRate" rate="0.07per_ms" midpoint="-65mV" scale="-20mV"/>
+      <reverseRate type="HHSigmoidRate" rate="1per_ms" midpoint="-35mV" scale="10mV"/>
+    </gateHHrates>
+  </ionChannelHH>
+  <ionChannelHH id="k" conductance="10pS">
+    <gateHHrates id="n" instances="4">
+      <forwardRate type="HHExpLinearRate" rate="0.1per_ms" midpoint="-55mV" scale="10mV"/>
+      <reverseRate type="HHExpRate" rate="0.125per_ms" midpoint="-65mV" scale="-80mV"/>
+    </gateHHrates>
+  </ionChannelHH>
+  <pointCellCondBased id="hhpointcell" C="10pF" v0="-65mV" thresh="20mV">
+    <channelPopulation id="leak" ionChannel="passive" number="300" erev="-54.3mV"/>
+    <channelPopulation id="naChans" ionChannel="na" number="120000" erev="50mV"/>
+    <channelPopulation id="kChans" ionChannel="k" number="36000" erev="-77mV"/>
+  </pointCellCondBased>
+  <pulseGenerator id="pulseGen1" delay="5ms" duration="50ms" amplitude="0.08 nA"/>
+  <izhikevichCell id="izTonicSpiking" v0="-70mV" thresh="30mV" a="0.02" b="0.2" c="-65"
+      d="6"/>
+  <pulseGeneratorDL id="iA" delay="10ms" duration="90ms" amplitude="14"/>
+  <network id="net1">
+    <population id="hhpop" component="hhpointcell" size="1"/>
+    <population id="izpop" component="izTonicSpiking" size="1"/>
+    <explicitInput target="hhpop[0]" input="pulseGen1" destination="synapses"/>
+    <explicitInput target="izpop[0]" input="iA" destination="synapses"/>
+  </network>
+  <Simulation id="sim1" length="20ms" step="0.01ms" target="net1">
+    <OutputFile id="of0" fileName="v.dat">
+      <OutputColumn id="hh" quantity="hhpop[0]/v"/>
+      <OutputColumn id="iz" quantity="izpop[0]/v"/>
+    </OutputFile>
+  </Simulation>
+</Lems>
+"""
+
+
+def _crossings(t, v, threshold=0.0):
+    return t[np.flatnonzero((v[:-1] < threshold) & (v[1:] >= threshold))]
+
+
+def test_point_cells_with_channels_and_dimensionless_inputs(tmp_path):
+    """Regressions: the pointCellCondBased of Ex1 ran away to -180 mV (rates() called after
+    the currents that use it); pulseGeneratorDL injected nothing (it exposes I, not i).
+    Expected spike times from the corpus's .mep files (jLEMS): Ex1's first spike 2.24 ms
+    after the pulse starts; FiveCells popA at 12.52 and 16.03 ms."""
+    lems = tmp_path / "LEMS_points.xml"
+    lems.write_text(POINT_CELLS)
+    assert main(["run", str(lems), "-o", str(tmp_path)]) == 0
+    t, hh, iz = (np.loadtxt(tmp_path / "v.dat") * 1000).T
+    assert -80 < hh.min() and hh.max() < 55                 # between E_K and E_Na
+    assert _crossings(t, hh)[0] == pytest.approx(7.24, abs=0.3)
+    assert _crossings(t, iz) == pytest.approx([12.52, 16.03], abs=0.3)
+
+
+FITZHUGH_NAGUMO = """\
+<Lems>
+  <Target component="sim1"/>
+  <Include file="Cells.xml"/> <Include file="Networks.xml"/> <Include file="Simulation.xml"/>
+  <fitzHughNagumoCell id="fn1" I="0.8"/>
+  <network id="net1"><population id="fnPop1" component="fn1" size="1"/></network>
+  <Simulation id="sim1" length="5s" step="0.01s" target="net1">
+    <OutputFile id="of1" fileName="fn.dat"><OutputColumn id="V" quantity="fnPop1[0]/V"/>
+    </OutputFile>
+  </Simulation>
+</Lems>
+"""
+
+
+@pytest.mark.parametrize("integration, peak_ms", [("jnml_neuron", 2440.0),
+                                                   ("exact", 2460.0)])
+def test_fitzhugh_nagumo_integrations(tmp_path, integration, peak_ms):
+    """NeuroML2 Ex9 (FitzHugh-Nagumo, dt = 10 ms in a model whose time unit is 1 s): jLEMS
+    and jNeuroML's mods step V and W by forward Euler and peak at 2440 ms (the .mep);
+    implicit Euler (derivimplicit, our exact mode) peaks two samples later, at 2460 ms: the
+    20 ms difference of the old omv table is the integrator, not the spike detection."""
+    lems = tmp_path / "LEMS_fn.xml"
+    lems.write_text(FITZHUGH_NAGUMO)
+    assert main(["run", str(lems), "-o", str(tmp_path), "--integration", integration]) == 0
+    t, v = np.loadtxt(tmp_path / "fn.dat").T
+    d = np.diff(v)
+    peaks = t[np.flatnonzero((d[1:] <= 0) & (d[:-1] > 0)) + 1] * 1000
+    assert peaks[0] == pytest.approx(peak_ms, abs=1e-6)

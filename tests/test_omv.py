@@ -72,3 +72,14 @@ def test_corpus_discovery(corpus):
     print(f"\n{len(tests)} NeuroML-engine OSB tests, {len(with_spikes)} with spike times")
     assert len(with_spikes) > 100
     assert all(t.target.suffix == ".xml" for t in tests)
+
+
+def test_reference_integration_per_engine(tmp_path):
+    """--integration reference reproduces the integrator of jNeuroML's exported mods for the
+    engines that run them; --integration exact never changes the integration."""
+    from nml_gradiff.runtime.omv_command import integration_for
+    from nml_gradiff.runtime.omv import OmtTest
+    for engine in ("jNeuroML_NEURON", "jNeuroML_NetPyNE", "jNeuroML"):
+        test = OmtTest(tmp_path / "x.omt", tmp_path / "LEMS_x.xml", engine)
+        assert integration_for(test, "reference") == "jnml_neuron"
+        assert integration_for(test, "exact") == "exact"

@@ -63,6 +63,7 @@ class Outcome:
     worst_dt_ms: float | None = None
     expected: int = 0
     observed: int = 0
+    integration: str = ""       # the backend integration that produced it (omv_command)
 
 
 def _yaml(path: Path) -> dict:

@@ -75,12 +75,15 @@ def _write_sens(dat: Path, out, traces: Traces) -> Path:
 
 
 def run_lems(path: Path, backend_name: str, out_dir: Path | None = None, *,
-             overrides=(), param_globs=(), include_dirs=(), allow_outside=False) -> list[Path]:
-    """Load, simulate with ``backend_name``, write the declared outputs; returns the files."""
+             overrides=(), param_globs=(), include_dirs=(), allow_outside=False,
+             backend_options: dict | None = None) -> list[Path]:
+    """Load, simulate with ``backend_name``, write the declared outputs; returns the files.
+    ``backend_options``: keyword arguments of that backend's ``simulate`` (e.g. the NEURON
+    backend's ``integration``)."""
     model, sim = load_simulation(path, include_dirs=include_dirs, allow_outside=allow_outside)
     apply_overrides(model, list(overrides))
     params = select_params(model, list(param_globs))
-    traces = backend(backend_name).simulate(model, sim, params)
+    traces = backend(backend_name).simulate(model, sim, params, **(backend_options or {}))
     return write_outputs(sim, traces, Path(out_dir) if out_dir else Path(path).parent)
 
 

@@ -40,8 +40,17 @@ from ...templating import environment
 from .printer import (FUNCTION_DEFINITIONS, Block, NmodlPrinter, cse_assignments, nmodl_number,
                       tidy)
 
-__all__ = ["Binding", "emit", "neuron_name", "DEFAULT_CONCENTRATIONS", "NEURON_BUILTINS",
-           "RESERVED"]
+__all__ = ["Binding", "emit", "neuron_name", "DEFAULT_CONCENTRATIONS", "INTEGRATIONS",
+           "NEURON_BUILTINS", "RESERVED"]
+
+#: How channel gates and concentration pools are integrated (``emit(..., integration=)``):
+#: ``exact``: closed form ``q' = (inf - q)/tau`` with cnexp (exact for a step with frozen v);
+#: ``jnml_neuron``: what the mods of jNeuroML's NEURON export do, to reproduce reference data
+#: made with them (docs/neuron.md, "Integration"): forward Euler (``METHOD euler``; their
+#: ``q' = rate_q`` with the rate computed in a PROCEDURE makes cnexp a forward-Euler step),
+#: and a channel's state-dependent quantities (fopen, g) computed with the gates *before*
+#: the update, so the current of a step uses the gates of the step before.
+INTEGRATIONS = ("exact", "jnml_neuron")
 
 #: LEMS concentration requirements -> the NEURON ion variable they read, by default.
 DEFAULT_CONCENTRATIONS = {"caConc": "cai", "caConcExt": "cao"}
@@ -245,8 +254,11 @@ class ModFile:
 
 
 def emit(mech: Mechanism, *, binding: Binding | None = None,
-         command: str | None = None) -> tuple[str, str]:
+         command: str | None = None, integration: str = "exact") -> tuple[str, str]:
     """``(neuron_name, mod_text)`` for ``mech``.  Same input, same bytes.
+
+    ``integration`` is one of :data:`INTEGRATIONS` (it changes channels, concentration
+    pools and point cells without a section v only; see ``forward_euler``).
 
     Raises :class:`~nml_gradiff.errors.UnsupportedError` for a construct the NEURON backend
     cannot express yet (the message names it).
@@ -256,7 +268,11 @@ def emit(mech: Mechanism, *, binding: Binding | None = None,
     if mech.kind not in kinds:
         raise UnsupportedError(f"{mech.kind} mechanism {mech.name} ({mech.component_type}) "
                                "in the NEURON backend")
-    mod = kinds[mech.kind](mech, binding or Binding()).build(command)
+    if integration not in INTEGRATIONS:
+        raise ValueError(f"integration {integration!r} is not one of {INTEGRATIONS}")
+    emitter = kinds[mech.kind](mech, binding or Binding())
+    emitter.integration = integration
+    mod = emitter.build(command)
     return mod.name, _render(mod)
 
 
@@ -284,6 +300,7 @@ class _Emitter:
         self.names: dict[str, str] = {}            # IR name -> mod name
         self.taken: set[str] = set()
         self.method = "cnexp"                      # of the DERIVATIVE block, if any
+        self.integration = "exact"                 # see INTEGRATIONS; set by emit()
 
     # -------------------------------------------------------------- hooks per kind
     def read(self, name: str) -> sympy.Expr:
@@ -316,7 +333,12 @@ class _Emitter:
 
     def current(self, block: Block) -> None:
         """The end of BREAKPOINT: derived quantities that depend on states, currents."""
-        self.state_dependent(block)
+        if not self.lagged():
+            # rates() first: a state-dependent quantity may use one that changes with v
+            # (a point cell's leak current); computed after, it would be a call stale, and
+            # NEURON's di/dv (BREAKPOINT at v + 0.001, then at v) would be garbage.
+            self.call_rates(block, [self.mech.derived[n].expr for n in self.state_dep])
+            self.state_dependent(block)
 
     def initial_extra(self, block: Block) -> None:
         pass
@@ -411,7 +433,9 @@ class _Emitter:
                                 for n in names])
 
     def call_rates(self, block: Block, exprs) -> None:
-        if self.needs_rates(exprs):
+        """``rates()`` in ``block`` if ``exprs`` need it and it was not called yet there."""
+        call = "    " * block.level + "rates()"
+        if self.needs_rates(exprs) and call not in block.lines:
             block.line("rates()")
 
     # -------------------------------------------------------------- names and analysis
@@ -539,6 +563,10 @@ class _Emitter:
         states = self.ode_states()
         if not states:
             return []
+        if self.forward_euler():
+            return [self.derivative("states", "euler", states,
+                                    "euler: forward Euler, as jNeuroML's NEURON export "
+                                    "(integration jnml_neuron, not exact)")]
         nonlinear = [self.names[n] for n in states if not self.is_linear(n)]
         if not nonlinear:
             return [self.derivative("states", "cnexp", states,
@@ -547,6 +575,19 @@ class _Emitter:
         return [self.derivative("states", "derivimplicit", states,
                                 "derivimplicit, not cnexp: the right-hand side of "
                                 + ", ".join(nonlinear) + " is not linear in its state")]
+
+    def forward_euler(self) -> bool:
+        """Integration ``jnml_neuron`` on a channel or pool (jNeuroML's ``q' = rate_q``)."""
+        return self.integration == "jnml_neuron" and self.mech.kind in ("channel",
+                                                                        "concentration")
+
+    def lagged(self) -> bool:
+        """Integration ``jnml_neuron`` on a gated channel: jNeuroML's mods compute a gate's
+        ``fcond = q^n`` in the rates PROCEDURE, which runs before the update in the
+        DERIVATIVE block and not in BREAKPOINT, so the current uses the gates of the step
+        before (and, at the first step, the states before INITIAL set them: 0)."""
+        return (self.forward_euler() and self.mech.kind == "channel"
+                and not self.mech.kinetic and bool(self.ode_states()))
 
     def is_linear(self, name: str) -> bool:
         rhs, q = self.inline(self.mech.states[name].rhs), symbol(name)
@@ -559,7 +600,12 @@ class _Emitter:
         block = Block(self.printer, self.taken, caret=False)
         self.method = method
         rhs = {n: self.inline(self.mech.states[n].rhs) for n in states}
-        self.call_rates(block, rhs.values())
+        lagged = [self.mech.derived[n].expr for n in self.state_dep] if self.lagged() else []
+        self.call_rates(block, [*rhs.values(), *lagged])
+        if lagged:
+            block.comment("state-dependent quantities from the gates before the update "
+                          "(jNeuroML's one-step lag)")
+            self.state_dependent(block)
         for n in states:
             block.assign(f"{self.names[n]}'", self.tr(rhs[n]))
         return Code.of("DERIVATIVE", name, block, comment)
@@ -585,6 +631,10 @@ class _Emitter:
         self.initial_extra(block)
         if self.rates or self.bridges:
             block.line("rates()")
+        if self.lagged():
+            block.comment("as jNeuroML: state-dependent quantities before the states are set "
+                          "(NEURON's states are 0 here)")
+            self.state_dependent(block)
         inits = {n: self.inline(self.init_expr(s.init)) for n, s in m.states.items()
                  if s.init is not None and self.bound.get(n) != "v"}
         for n in _init_order(inits):
@@ -755,15 +805,22 @@ class _Channel(_Emitter):
         return [] if self.ion else ["NONSPECIFIC_CURRENT i"]
 
     def extra_assigned(self):
+        own = [Var("ichan", "mA_per_cm2", "this channel's outward current density (NEURON's "
+                   "i<ion> sums every channel of the ion): recorded as LEMS iDensity")]
         if self.binding.erev == "nernst":
-            return [Var("erev", "mV", "Nernst potential (channelDensityNernst)")]
-        return []
+            return [Var("erev", "mV", "Nernst potential (channelDensityNernst)"), *own]
+        return own if self.binding.erev != "fixed" else []
 
     def current(self, block):
         super().current(block)
         expr = self.mech.currents[0].expr
         self.call_rates(block, [expr])
-        block.assign(self.out.name, self.tr(self.current_expr(block, expr)))
+        current = self.tr(self.current_expr(block, expr))
+        if self.binding.erev == "fixed":
+            block.assign(self.out.name, current)
+        else:  # no fixed erev to compute it from (gmax*fopen*(v - erev)) where it is recorded
+            block.assign("ichan", current)
+            block.assign(self.out.name, symbol("ichan"))
 
     def current_expr(self, block: Block, expr):
         """The current, for each way of getting the reversal potential (NeuroML's
@@ -959,12 +1016,35 @@ class _PointProcess(_Emitter):
         block.assign("i", sign * self.tr(expr))
 
 
+def dimensionless_input(mech: Mechanism) -> bool:
+    """A dimensionless input (pulseGeneratorDL, ...: basePointCurrentDL) exposes ``I``,
+    which its target cell adds to dv/dt in mV/ms (izhikevichCell: ``ISyn * MVOLT/MSEC``): as
+    an electrode current that is ``I * Cdl`` nA, ``Cdl`` (nF, a RANGE PARAMETER) being the
+    capacitance of the target's section (the planner sets it)."""
+    name = mech.exposures.get("I")
+    return (mech.kind == "input" and "i" not in mech.exposures and name in mech.states
+            and mech.states[name].unit in ("", None))
+
+
 class _Input(_PointProcess):
     """An input: LEMS ``i`` (nA, positive into the cell) is NEURON's ELECTRODE_CURRENT, which
     is positive when depolarizing (as IClamp's ``i``)."""
 
     current_decl, sign = "ELECTRODE_CURRENT i", 1
     comment = "electrode current (nA): LEMS i, positive into the cell"
+
+    def dimensionless(self) -> bool:
+        return dimensionless_input(self.mech)
+
+    def bind_states(self):
+        if self.dimensionless():
+            self.extra_params.append(Var("Cdl", "nF", "capacitance of the target section "
+                                         "(dimensionless input)", "1"))
+
+    def exposed_current(self):
+        if self.dimensionless():
+            return symbol(self.mech.exposures["I"]) * symbol("Cdl")
+        return super().exposed_current()
 
     def neuron_block(self):
         return [self.current_decl] if self.exposed_current() is not None else []
@@ -994,6 +1074,12 @@ class _PointCell(_PointProcess):
 
     def integrates_v(self) -> bool:
         return self.has_v() and self.mech.states["v"].rhs is not None
+
+    def forward_euler(self) -> bool:
+        """jnml_neuron: forward Euler for a cell whose states are all this mechanism's (the
+        dimensionless fitzHughNagumoCell), as jNeuroML's mods and jLEMS do.  A cell whose v
+        is the section's keeps NEURON's implicit v, and so exact gates."""
+        return self.integration == "jnml_neuron" and not self.integrates_v()
 
     def read(self, name):
         if name.startswith("synapses_"):

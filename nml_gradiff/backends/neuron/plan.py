@@ -15,7 +15,7 @@ from ...ir.cell import Cell
 from ...ir.mechanism import Mechanism
 from ...ir.model import Model
 from ...ir.simulation import QuantityRef, Simulation
-from .emit import Binding, emit
+from .emit import Binding, dimensionless_input, emit
 from .layout import cell_layout
 
 #: NeuroML placement attribute -> RANGE name in our channel mods.
@@ -38,8 +38,9 @@ class Plan:
 
 
 class Planner:
-    def __init__(self, model: Model, sim: Simulation):
+    def __init__(self, model: Model, sim: Simulation, integration: str = "exact"):
         self.model, self.sim = model, sim
+        self.integration = integration          # emit.INTEGRATIONS
         self.plan = Plan()
         self.layouts: dict[str, dict] = {}
 
@@ -51,7 +52,7 @@ class Planner:
             reason = next((u.reason for u in self.model.unsupported if u.id == mech_id), None)
             raise (UnsupportedError(reason.removeprefix("unsupported: ")) if reason else
                    ModelError(f"no mechanism '{mech_id}' in the model"))
-        name, text = emit(mech, binding=binding)
+        name, text = emit(mech, binding=binding, integration=self.integration)
         self.plan.mods[name] = text
         return name
 
@@ -119,8 +120,20 @@ class Planner:
             loc = self.where(inp.population, inp.cell_index, inp.segment_id,
                              inp.fraction_along)
             rng = {"weight": inp.weight} if inp.weight != 1.0 else {}
+            if dimensionless_input(self.model.mechanisms[inp.input]):
+                rng["Cdl"] = self._dimensionless_target(inp)
             out.append({**loc, "neuron_name": name, "range": rng})
         return out
+
+    def _dimensionless_target(self, inp) -> float:
+        """The capacitance (nF) that turns a dimensionless input's ``I`` (mV/ms of the
+        target's dv/dt) into nA: a point cell's Csec.  A morphological target has no such
+        convention in NeuroML."""
+        cell_type = self.plan.data["cell_types"][self.sim.populations[inp.population].component]
+        if cell_type["kind"] != "point":
+            raise UnsupportedError(f"the dimensionless input {inp.input} on a cell that is "
+                                   "not a point cell")
+        return cell_type["Csec"]
 
     # ------------------------------------------------------------------ recordings
 
@@ -196,8 +209,9 @@ class Planner:
         iDensity is inward positive: gDensity * (erev - v)."""
         rng = density["range"]
         if "erev" not in rng:
-            raise UnsupportedError(f"recording {ref.text}: iDensity of a "
-                                   "Nernst/GHK density")
+            # Nernst/GHK: the mod's RANGE ichan (outward, mA/cm2); LEMS is inward positive
+            self.plan.units[ref.text] = -TO_SI["mA_per_cm2"]
+            return {**loc, "what": "range", "name": f"ichan_{density['neuron_name']}"}
         compartment = min(int(loc["x"] * len(rng["gmax"])), len(rng["gmax"]) - 1)
         self.plan.units[ref.text] = TO_SI["mA_per_cm2"]
         return {**loc, "what": "idensity", "mechanism": density["neuron_name"],
@@ -261,5 +275,5 @@ def _unit_of(mech: Mechanism, name: str, text: str) -> str:
     raise UnsupportedError(f"recording {text}: {mech.name} has no variable '{name}'")
 
 
-def make_plan(model: Model, sim: Simulation) -> Plan:
-    return Planner(model, sim).build()
+def make_plan(model: Model, sim: Simulation, integration: str = "exact") -> Plan:
+    return Planner(model, sim, integration).build()

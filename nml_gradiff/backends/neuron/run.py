@@ -14,19 +14,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import ModelError, UnsupportedError
+from ...errors import ModelError
 from ...ir.model import Model
 from ...ir.simulation import Simulation
 from ...runtime.run import Traces
 from .build import build
 from .plan import make_plan
+from .shadow_plan import make_sens_plan
 
 
-def simulate(model: Model, sim: Simulation, params: list[str]) -> Traces:
-    if params:
-        raise UnsupportedError("sensitivities in the NEURON backend (shadow cells) are not "
-                               "implemented yet; use --backend jax")
-    plan = make_plan(model, sim)
+def simulate(model: Model, sim: Simulation, params: list[str], *,
+             integration: str = "exact") -> Traces:
+    """``integration``: how channel gates and pools are integrated (``emit.INTEGRATIONS``:
+    ``exact``, or ``jnml_neuron`` to reproduce data made with jNeuroML's NEURON export)."""
+    # params: shadow cells, one per parameter (shadow_plan.py, docs/neuron-gradients.md)
+    plan = (make_sens_plan(model, sim, params, integration) if params
+            else make_plan(model, sim, integration))
     library = build(plan.mods)
     with tempfile.TemporaryDirectory(prefix="nml-gradiff-neuron-") as tmp:
         plan_file, out_file = Path(tmp) / "plan.json", Path(tmp) / "out.npz"
@@ -41,5 +44,9 @@ def simulate(model: Model, sim: Simulation, params: list[str]) -> Traces:
     keys = list(plan.data["record"])
     values = {k: data[f"r{i}"] * plan.units[k] for i, k in enumerate(keys)}
     spikes = {k: list(data[f"s{i}"]) for i, k in enumerate(plan.data["spikes"])}
-    return Traces(t_ms=data["t"], values=values, spikes=spikes)
+    traces = Traces(t_ms=data["t"], values=values, spikes=spikes)
+    if params:      # d(value in SI)/d(parameter in the units inspect --params prints)
+        traces.params = list(plan.data["sensitivity"]["params"])
+        traces.sens = {k: data[f"S{i}"] * plan.units[k] for i, k in enumerate(keys)}
+    return traces
 

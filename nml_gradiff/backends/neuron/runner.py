@@ -16,8 +16,10 @@ import numpy as np
 
 try:
     from . import builder
+    from . import shadow_builder
 except ImportError:         # a standalone copy written by convert
     import nmlg_builder as builder
+    import nmlg_shadow_builder as shadow_builder
 
 
 def _reference(h, cells, inputs, rec):
@@ -75,6 +77,8 @@ def run(plan, library, out):
     h.celsius = plan["celsius"]
     cells = builder.build(h, plan)
     inputs = builder.add_inputs(h, cells, plan["inputs"])
+    # shadow cells (sensitivities, docs/neuron-gradients.md): S<k> [T, P] per recording
+    shadows = shadow_builder.Shadows(h, plan, cells) if plan.get("sensitivity") else None
     t = h.Vector().record(h._ref_t)
     recs = [h.Vector().record(_reference(h, cells, inputs, r))
             for r in plan["record"].values()]
@@ -97,6 +101,9 @@ def run(plan, library, out):
         if rec["what"] == "idensity":     # LEMS: inward positive, gDensity * (erev - v)
             arrays[f"r{k}"] = rec["gmax"] * arrays[f"r{k}"] * (rec["erev"] - np.array(v))
     arrays.update({f"s{k}": np.array(times) for k, (_, times) in enumerate(spikes)})
+    if shadows is not None:
+        sens = shadows.finish(h, len(arrays["t"]))
+        arrays.update({f"S{k}": sens[key] for k, key in enumerate(plan["record"])})
     np.savez(out, **arrays)
     del inputs, handler
 
