@@ -50,3 +50,12 @@ class UnsupportedError(ModelError):
     def __init__(self, what: str, **where):
         super().__init__(f"unsupported: {what}", **where)
         self.what = what
+
+
+class NothingToConvert(ModelError):
+    """A valid file with nothing a backend would emit: a morphology, a file of ComponentType
+    definitions, a cell without channels.  Batch conversion lists it as skipped, not failed."""
+
+    def __init__(self, what: str, **where):
+        super().__init__(f"nothing to convert: {what}", **where)
+        self.what = what

@@ -78,6 +78,30 @@ def test_build_reuses_a_complete_build(tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_cache_key_names_no_installation_path(tmp_path, monkeypatch):
+    """A new virtual environment (CI makes one in a new temporary folder every run) with the
+    same NEURON reuses the builds: the key holds NEURON's version and library content."""
+    lib = build({"tpas": PASSIVE}, cache_dir=tmp_path / "cache")
+    real = build_module._libnrniv(build_module.nrnivmodl())
+    venv = tmp_path / "elsewhere" / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "lib").mkdir()
+    tool = venv / "bin" / "nrnivmodl"
+    tool.write_text(build_module.nrnivmodl().read_text())
+    (venv / "lib" / real.name).symlink_to(real)
+
+    def no_compile(*args):
+        raise AssertionError("compiled again")
+    monkeypatch.setattr(build_module, "_compile", no_compile)
+    monkeypatch.setattr(build_module, "nrnivmodl", lambda: tool)
+    assert build({"tpas": PASSIVE}, cache_dir=tmp_path / "cache") == lib
+    # another NEURON library (another build of NEURON): another key
+    (venv / "lib" / real.name).unlink()
+    (venv / "lib" / real.name).write_bytes(b"not the same library")
+    with pytest.raises(AssertionError, match="compiled again"):
+        build({"tpas": PASSIVE}, cache_dir=tmp_path / "cache")
+
+
 def test_build_failure_reports_the_compiler_output(tmp_path):
     broken = PASSIVE.replace("BREAKPOINT { i = g*(v - e) }", "BREAKPOINT { i = g*(v - e }")
     with pytest.raises(BuildError) as info:
@@ -457,3 +481,40 @@ def test_corpus_channels_and_pools_compile_and_run(corpus, capsys):
     assert not failures, "\n".join(failures)
     assert all(any(k in r for k in KNOWN_REFUSALS) for r in refused), refused
     assert len(mods) > 150
+
+
+JNML_RUN = """
+s = h.Section(name="s")
+s.insert("hh_na")
+s.insert("hh_k")
+s(0.5).gmax_hh_na = 0.12          # a current, to see which gates it uses
+s(0.5).erev_hh_na = 50
+h.dt = 0.025
+out = []
+for vc in VOLTAGES:
+    h.finitialize(-65)
+    q0 = [s(0.5).m_q_hh_na, s(0.5).h_q_hh_na, s(0.5).n_q_hh_k]
+    for seg in s.allseg():
+        seg.v = vc
+    h.fadvance()                  # the current of this step is computed before v moves
+    out.append({"q0": q0, "ina": s(0.5).ina,
+                "q1": [s(0.5).m_q_hh_na, s(0.5).h_q_hh_na, s(0.5).n_q_hh_k], "v1": s(0.5).v})
+print(json.dumps(out))
+"""
+
+
+def test_jnml_neuron_integration_is_forward_euler_with_lagged_gates(hh_mechs):
+    """integration="jnml_neuron" reproduces jNeuroML's exported mods: q1 = q0 + dt*(inf -
+    q0)/tau at the step's new v (forward Euler), and the first step's current uses the gates
+    before INITIAL set them (0): no sodium current at all."""
+    lib = build(dict(emit(m, integration="jnml_neuron") for m in hh_mechs.values()))
+    out = run_neuron(lib, f"VOLTAGES = {VOLTAGES}\n" + JNML_RUN)
+    mpmath.mp.dps = 50
+    gates = [(hh_mechs["hh_na"], "m"), (hh_mechs["hh_na"], "h"), (hh_mechs["hh_k"], "n")]
+    for vc, row in zip(VOLTAGES, out):
+        assert row["ina"] == 0.0
+        for k, (mech, gate) in enumerate(gates):
+            inf, tau = gate_inf_tau(mech, gate, row["v1"])
+            q0 = mpmath.mpf(row["q0"][k])
+            expected = q0 + mpmath.mpf("0.025") * (inf - q0) / tau
+            assert abs(row["q1"][k] - expected) < 1e-12, (gate, vc)

@@ -1,11 +1,17 @@
-"""``nml-gradiff convert FILE_OR_DIR... --target T -o OUT``."""
+"""``nml-gradiff convert FILE_OR_DIR... --target T -o OUT``.
+
+A folder named on the command line is the model collection: a file found in it may include
+any file under that folder (it is added as an include folder, as with ``-I``), which is how
+model repositories share channel files between cells (``../channels/Kd.channel.nml``).
+Nothing outside the folders named, or the ``-I`` folders, is read unless ``--allow-outside``.
+"""
 
 from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
 
-from .batch import expand, run_batch, summary
+from .batch import Task, base_of, expand, out_folder, run_batch, summary
 
 EXIT_BAD_INPUT = 2
 
@@ -14,20 +20,42 @@ def _converter(target: str):
     if target == "neuron":
         from ..backends.neuron.convert import convert_file
         return convert_file
+    if target == "lems":
+        from ..backends.lems.convert import convert_file
+        return convert_file
+    if target == "jax":
+        from ..backends.jax.convert import convert_file
+        return convert_file
     raise ValueError(target)
 
 
+def tasks_for(inputs: list[str], out: Path, include_dirs: tuple) -> tuple[list[Task], list]:
+    """One task per model file; and the folders the files were found in."""
+    bases = [Path(i) if Path(i).is_dir() else Path(i).parent for i in inputs]
+    folders = [Path(i) for i in inputs if Path(i).is_dir()]
+    tasks = []
+    for f in expand(inputs):
+        collection = base_of(f, folders)
+        dirs = include_dirs + ((str(collection),) if collection is not None else ())
+        tasks.append(Task(f, out_folder(out, f, bases), dirs))
+    return tasks, bases
+
+
 def convert_command(args) -> int:
-    files = expand(args.inputs)
-    bases = [Path(i) if Path(i).is_dir() else Path(i).parent for i in args.inputs]
-    convert = partial(_converter(args.target), include_dirs=tuple(args.include_dir),
-                      allow_outside=args.allow_outside)
+    out = Path(args.out)
+    tasks, bases = tasks_for(args.inputs, out, tuple(args.include_dir))
+    convert = partial(_converter(args.target), allow_outside=args.allow_outside)
     settings = {"target": args.target}
-    entries = run_batch(files, Path(args.out), convert, settings, bases=bases,
-                        jobs=max(1, args.jobs), include_dirs=tuple(args.include_dir),
+    if args.target in ("lems", "jax", "neuron"):       # which sensitivities to emit
+        convert = partial(convert, params=tuple(args.params))
+        settings["params"] = list(args.params)
+    if args.target == "lems":       # how sensitivity states are declared (docs/lems.md)
+        convert = partial(convert, sensitivity_units=args.sensitivity_units)
+        settings["sensitivity_units"] = args.sensitivity_units
+    entries = run_batch(tasks, out, convert, settings, bases=bases, jobs=max(1, args.jobs),
                         allow_outside=args.allow_outside)
     for e in entries:
         if e.status == "failed":
             print(f"FAILED {e.file}: {e.reason}")
-    print(summary(entries) + f"; report: {Path(args.out) / 'report.json'}")
+    print(summary(entries) + f"; report: {out / 'report.json'}")
     return EXIT_BAD_INPUT if any(e.status == "failed" for e in entries) else 0

@@ -4,7 +4,9 @@
 when that exact set (and that ``nrnivmodl``) has never been built before:
 
 * the build folder is ``<cache>/<key>/`` where ``key`` is the sha256 of the sorted
-  ``(file name, content)`` pairs and the NEURON version; ``<cache>`` is ``cache_dir``, else
+  ``(file name, content)`` pairs, the NEURON version and a digest of the content of NEURON's
+  library (``libnrniv``; no path, so a new virtual environment with the same NEURON reuses
+  the cache); ``<cache>`` is ``cache_dir``, else
   ``$NML_GRADIFF_CACHE``, else ``~/.cache/nml-gradiff/neuron``;
 * a build runs in a fresh temporary folder beside it and is renamed into place only when the
   library exists, so a build folder is always complete; when two processes build the same key,
@@ -18,6 +20,7 @@ one process: load the returned path (``neuron.load_mechanisms(path.parent.parent
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -61,14 +64,53 @@ def nrnivmodl() -> Path:
 
 
 def _neuron_version(tool: Path) -> str:
-    """What the compiled code depends on: the NEURON version (and which nrnivmodl)."""
+    """What the compiled code depends on: the NEURON version and the content (not the path)
+    of the NEURON library it links against, so that a fresh virtual environment with the
+    same NEURON reuses the builds of an earlier one (CI creates a venv in a new temporary
+    folder every run)."""
+    lib = _libnrniv(tool)
+    return f"{_version(tool)} {_file_digest(lib) if lib else tool.resolve()}"
+
+
+@functools.lru_cache(maxsize=8)
+def _version(tool: Path) -> str:
     try:
-        version = importlib.metadata.version("neuron")
+        return importlib.metadata.version("neuron")
     except importlib.metadata.PackageNotFoundError:
         nrniv = tool.parent / "nrniv"
         out = subprocess.run([str(nrniv), "--version"], capture_output=True, text=True)
-        version = out.stdout.strip()
-    return f"{version} {tool.resolve()}"
+        return out.stdout.strip()
+
+
+def _libnrniv(tool: Path) -> Path | None:
+    """NEURON's main library: in the pip package's ``.data/lib`` for the pip wrapper beside
+    our Python, else in ``<prefix>/lib`` beside the ``bin`` of the nrnivmodl found."""
+    folder = tool.resolve().parent.parent / "lib"
+    spec = importlib.util.find_spec("neuron")
+    if tool.parent == Path(sys.executable).parent and spec is not None \
+            and spec.submodule_search_locations:
+        folder = Path(spec.submodule_search_locations[0]) / ".data" / "lib"
+    for name in ("libnrniv.so", "libnrniv.dylib"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _legacy_version(tool: Path) -> str:
+    """The key ingredient of caches made before the key stopped naming paths: their builds
+    are as good, and rebuilding a warm cache costs minutes. (Drop after a release.)"""
+    return f"{_version(tool)} {tool.resolve()}"
+
+
+def _file_digest(path: Path) -> str:
+    st = path.stat()
+    return _digest(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: Path, mtime_ns: int, size: int) -> str:
+    """Read once per process and version of the file (9 MB: ~20 ms)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def _key(files: dict[str, str], version: str) -> str:
@@ -110,8 +152,9 @@ def build(mod_files: dict[str, str], cache_dir: str | os.PathLike | None = None)
     tool = nrnivmodl()
     root = cache_root(cache_dir)
     final = root / _key(files, _neuron_version(tool))
-    if final.is_dir() and (lib := library_in(final)) is not None:
-        return lib
+    for folder in (final, root / _key(files, _legacy_version(tool))):
+        if folder.is_dir() and (lib := library_in(folder)) is not None:
+            return lib
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
