@@ -18,6 +18,9 @@ Point cells (izhikevich2007Cell, iafCell, ...) step their ``v`` as jNeuroML's NE
 does (a section whose membrane current is the cell's ``-C dv/dt``): linearised backward Euler
 about ``v[n]``; their other states by the discretize map with ``v[n+1]``.
 
+``integration="jnml_neuron"`` (:data:`INTEGRATIONS`) reproduces jNeuroML's exported mods
+instead: forward-Euler gates and pools, a channel's current from the gates of the step before.
+
 :func:`emit` returns the module text; :func:`load_module` executes it into a module object.
 """
 
@@ -36,6 +39,7 @@ import sympy
 
 from ...errors import ModelError, UnsupportedError
 from ...ir.cell import Cell, Placement, Species
+from ...ir.functions import ExpRelr
 from ...ir.mechanism import Mechanism, symbol
 from ...ir.model import Model
 from ...ir import units as ir_units
@@ -43,15 +47,21 @@ from ...ir.simulation import QuantityRef, Simulation
 from ...ir.units import internal_unit
 from ...passes.compartments import (Compartments, build_compartments, group_parameters,
                                     placement_nodes)
-from ...passes.discretize import StepMap, discretize
+from ...passes.discretize import StepMap, almost_everywhere, discretize
 from ...templating import environment
 from .printer import JaxPrinter, py_name
 
-__all__ = ["emit", "load_module", "JACOBIANS", "NEURON_CELSIUS"]
+__all__ = ["emit", "load_module", "JACOBIANS", "INTEGRATIONS", "NEURON_CELSIUS"]
 
 #: How di/dv is computed: "analytic" (exact derivative) or "neuron" (NEURON's difference
 #: quotient (i(v + 0.001) - i(v))/0.001, for bit-level comparisons).
 JACOBIANS = ("analytic", "neuron")
+#: How gates, pools and self-contained point cells are integrated: "exact" (the discretize
+#: map: exponential Euler for gates) or "jnml_neuron" (what the mods of jNeuroML's NEURON
+#: export do, to reproduce reference data made with them; the same option and the same
+#: semantics as the NEURON backend's ``emit.INTEGRATIONS``, docs/neuron.md): forward Euler,
+#: and a gated channel's current from the gates of the step before.
+INTEGRATIONS = ("exact", "jnml_neuron")
 #: NEURON's default temperature, which jNeuroML's export leaves alone when the network
 #: declares none.
 NEURON_CELSIUS = 6.3
@@ -60,6 +70,12 @@ NEURON_CELSIUS = 6.3
 NEURON_CONC0 = {"ca": (5e-5, 2.0), "na": (10.0, 140.0), "k": (54.4, 2.5)}
 #: Valences for Nernst potentials (the constants are NEURON's, in runtime.nernst).
 VALENCE = {"ca": 2, "ca2": 2, "na": 1, "k": 1, "cl": -1, "mg": 2}
+
+#: NeuroML's constants in channelDensityGHK/GHK2 (NeuroML2CoreTypes Cells.xml, "hard coded for
+#: Ca only"), as the NEURON backend prints them.
+_GHK_R, _GHK_F, _GHK_Z = sympy.Float("8.3144621"), sympy.Float("96485.3"), sympy.Integer(2)
+#: Reversal modes whose current is not gmax*fopen*(v - erev): a channel group of their own.
+GHK_MODES = ("ghk", "ghk2")
 
 #: Internal unit symbol -> factor to SI (x_SI = factor * x), for recorded quantities.
 _SI_SCALE = {iu.symbol: iu.scale for iu in (internal_unit(d) for d in vars(ir_units).values()
@@ -139,14 +155,68 @@ def _ident(name: str) -> str:
 class MechanismCode:
     """The functions of one mechanism component: current, advance, init, derived values."""
 
-    def __init__(self, mech: Mechanism):
+    def __init__(self, mech: Mechanism, integration: str = "exact", erev_mode: str = ""):
         self.mech = mech
         self.sm: StepMap = discretize(mech)
-        self.fn = _ident(mech.name)
+        self.integration = integration
+        self.erev_mode = erev_mode              # "", or one of GHK_MODES: its own current
+        self.fn = _ident(mech.name) + (f"_{erev_mode}" if erev_mode else "")
         self.binds = {py_name(n): p.path for n, p in mech.parameters.items()}
         self.states = [py_name(s) for s in self.sm.states]
         self.placement = [py_name(n) for n in mech.placement if n not in mech.parameters]
         self.functions: dict[str, Function] = {}
+
+    # ---- integration jnml_neuron (see INTEGRATIONS)
+
+    def forward_euler(self) -> bool:
+        """jnml_neuron on a channel, a pool, or a point cell whose states are all its own
+        (no v stepped as a node's): jNeuroML's ``q' = rate_q`` makes cnexp forward Euler.
+        The same rule as the NEURON backend's (its emit.py ``forward_euler``)."""
+        if self.integration != "jnml_neuron":
+            return False
+        if self.mech.kind == "cell":
+            v = self.mech.states.get("v")
+            return v is None or v.rhs is None
+        return self.mech.kind in ("channel", "concentration")
+
+    def lagged(self) -> bool:
+        """jnml_neuron on a gated channel without kinetic scheme: jNeuroML's mods compute
+        ``fopen`` (every quantity that depends on the gates) before the gates' update, so a
+        step's current uses the gates of the step before (0 at the first step: NEURON's
+        states before INITIAL sets them)."""
+        return (self.forward_euler() and self.mech.kind == "channel" and not self.mech.kinetic
+                and any(s.rhs is not None for s in self.mech.states.values()))
+
+    def lag_states(self) -> list[str]:
+        """The states whose previous values a lagged channel keeps (``lag_<state>``)."""
+        return list(self.sm.states) if self.lagged() else []
+
+    def next_values(self) -> dict[str, sympy.Expr]:
+        """x[n+1] of every state: the discretize map, or forward Euler ``x + dt*f`` for the
+        ODE states under :meth:`forward_euler` (kinetic schemes keep backward Euler, as
+        nocmodl's ``sparse`` does in jNeuroML's mods too)."""
+        if not self.forward_euler():
+            return dict(self.sm.next)
+        return {s: (symbol(s) + self.sm.dt * self.sm.rhs[s]
+                    if self.sm.schemes[s] in ("exponential_euler", "forward_euler") else e)
+                for s, e in self.sm.next.items()}
+
+    def _lagged_current(self, expr) -> tuple[sympy.Expr, sympy.Expr]:
+        """A lagged channel's current and its di/dv: the quantities that depend on the gates
+        are held (ASSIGNED in the mod, so NEURON's difference quotient does not move them)
+        and computed from ``lag_<state>`` with the present reads (they were computed after
+        the previous step's solve, with the v and concentrations this step starts from)."""
+        states = {symbol(s) for s in self.sm.states}
+        derived = {symbol(n): d.expr for n, d in self.mech.derived.items()}
+        held = {n for n in derived if self._inline(n).free_symbols & states}
+        hold = {n: sympy.Symbol(f"_held_{n.name}") for n in held}
+        defs = {n: (hold[n] if n in held else e) for n, e in derived.items()}
+        for _ in range(len(defs) + 1):
+            expr = expr.xreplace(defs)
+        lag = {s: symbol(f"lag_{s.name}") for s in states}
+        values = {hold[n]: self._inline(n).xreplace(lag) for n in held}
+        di = almost_everywhere(sympy.diff(expr, symbol("v")))
+        return expr.xreplace(values), di.xreplace(values)
 
     # ---- argument lists (sorted by where they come from, stable)
 
@@ -166,11 +236,26 @@ class MechanismCode:
         """Channel: per ion, the current density (mA/cm2, outward) and its v-derivative."""
         if "current" not in self.functions:
             outs = []
-            for c in self.sm.currents:
+            raw = [c.expr for c in self.mech.currents]
+            for c, expr in zip(self.sm.currents, raw):
                 ion = _ident(c.ion)
-                outs += [(f"i_{ion}", c.expr), (f"di_{ion}", c.di_dv)]
+                if self.erev_mode:
+                    expr = self._ghk_expr()
+                if self.lagged():
+                    i, di = self._lagged_current(expr)
+                elif self.erev_mode:
+                    i = self._inline(expr)
+                    di = almost_everywhere(sympy.diff(i, symbol("v")))
+                else:
+                    i, di = c.expr, c.di_dv
+                outs += [(f"i_{ion}", i), (f"di_{ion}", di)]
             exprs = [e for _, e in outs]
             args = self._reads_in(exprs) + self.states + self._place_in(exprs)
+            if self.erev_mode:
+                used = {x.name for e in exprs for x in e.free_symbols}
+                args += [a for a in ("ghk_ci", "ghk_co", "ghk_celsius", "permeability", "gmax")
+                         if a in used]
+            args += [py_name(f"lag_{s}") for s in self.lag_states()]
             self.functions["current"] = Function(
                 f"{self.fn}_current", f"{self.mech.name}: current density per ion "
                 "(mA/cm2, outward) and its derivative in v.", _dedupe(args), self.binds,
@@ -180,7 +265,7 @@ class MechanismCode:
     def advance(self, exclude: set[str] = frozenset(), v_new: bool = False) -> Function:
         """The discretize map (states at n -> n+1) then the mechanism's own clamps."""
         if "advance" not in self.functions:
-            outs = [(s, e) for s, e in self.sm.next.items() if s not in exclude]
+            outs = [(s, e) for s, e in self.next_values().items() if s not in exclude]
             if v_new:   # point cell: the other states see v[n+1] (NEURON: after the solve)
                 outs = [(n, e.xreplace({symbol("v"): symbol("v_new")})) for n, e in outs]
             outs = self._events_after(outs)
@@ -189,8 +274,20 @@ class MechanismCode:
             args += self.states + self._place_in(exprs)
             self.functions["advance"] = Function(
                 f"{self.fn}_advance", f"{self.mech.name}: states one step on "
-                f"({_schemes(self.sm)}).", _dedupe(args), self.binds, outs, "dict")
+                f"({self._schemes()}).", _dedupe(args), self.binds, outs, "dict")
         return self.functions["advance"]
+
+    def _ghk_expr(self) -> sympy.Expr:
+        if len(self.mech.currents) != 1 or "fopen" not in self.mech.exposures:
+            raise UnsupportedError(f"{self.erev_mode} placement of channel {self.mech.name}: "
+                                   "needs one current and an exposed fopen")
+        return _ghk_current(self.erev_mode, symbol(self.mech.exposures["fopen"]))
+
+    def _schemes(self) -> str:
+        if self.forward_euler():
+            return "forward_euler as jNeuroML's NEURON export (integration jnml_neuron)" + (
+                ", kinetic_backward_euler" if self.mech.kinetic else "")
+        return _schemes(self.sm)
 
     def _inline(self, expr):
         """``expr`` with the derived quantities inlined (the discretize pass's definitions)."""
@@ -237,6 +334,28 @@ class MechanismCode:
                 f"{self.fn}_{_ident(name)}", f"{self.mech.name}: {name}.", _dedupe(args),
                 self.binds, [(f"out_{_ident(name)}", expr)])
         return self.functions[key]
+
+
+def _ghk_current(mode: str, fopen: sympy.Expr) -> sympy.Expr:
+    """A channelDensityGHK/GHK2 current as an outward density (mA/cm2), in the symbols
+    ``v``, ``ghk_ci``, ``ghk_co`` (mM), ``ghk_celsius`` and ``permeability`` (cm/s, GHK) or
+    ``gmax`` (S/cm2, GHK2); 0 where the outside concentration is not positive (NeuroML).
+
+    GHK: iDensity (inward, A/m2) = -fopen P z F K v (ci - co e^(-K v))/(1 - e^(-K v)),
+    K = z F/(R T), K v/(1 - e^(-K v)) = exprelr(-K v); P cm/s -> m/s (/100), A/m2 -> mA/cm2
+    (/10), outward = -inward.  GHK2: iDensity = gmax fopen s (1 - ci/co e^(v/s)) exprelr(v/s)
+    with s = 25 T/(2*293.15) mV."""
+    v, ci, co = symbol("v"), symbol("ghk_ci"), symbol("ghk_co")
+    kelvin = symbol("ghk_celsius") + sympy.Rational("273.15")
+    if mode == "ghk":
+        kv = _GHK_Z * _GHK_F * v / (1000 * _GHK_R * kelvin)
+        i = (fopen * symbol("permeability") * _GHK_Z * _GHK_F * (ci - co * sympy.exp(-kv))
+             * ExpRelr(-kv) / 1000)
+    else:
+        scale = 25 * kelvin / (2 * sympy.Rational("293.15"))
+        x = v / scale
+        i = -symbol("gmax") * fopen * scale * (1 - ci / co * sympy.exp(x)) * ExpRelr(x)
+    return sympy.Piecewise((i, co > 0), (0, True))
 
 
 class _Lazy:
@@ -395,8 +514,9 @@ class InputGroup:
 class Plan:
     """Where everything lives: nodes, mechanism instances, inputs, recordings."""
 
-    def __init__(self, model: Model, sim: Simulation):
+    def __init__(self, model: Model, sim: Simulation, integration: str = "exact"):
         self.model, self.sim = model, sim
+        self.integration = integration          # INTEGRATIONS
         self.celsius = sim.temperature_degC if sim.temperature_degC is not None \
             else NEURON_CELSIUS
         self.blocks: list[CellBlock] = []
@@ -410,10 +530,12 @@ class Plan:
 
     # ---- cells
 
-    def code(self, name: str) -> MechanismCode:
-        if name not in self.codes:
-            self.codes[name] = MechanismCode(self.model.mechanisms[name])
-        return self.codes[name]
+    def code(self, name: str, erev_mode: str = "") -> MechanismCode:
+        key = f"{name}:{erev_mode}" if erev_mode else name
+        if key not in self.codes:
+            self.codes[key] = MechanismCode(self.model.mechanisms[name], self.integration,
+                                            erev_mode)
+        return self.codes[key]
 
     def _populations(self) -> None:
         comps: dict[str, Compartments] = {}
@@ -486,18 +608,19 @@ class Plan:
         cells: dict[str, Cell] = {}
         for b in self.blocks:
             for pl in b.cell.placements:
-                _check_placement(b.cell, pl)
-                nodes = placed.setdefault((b.cell.id, pl.mechanism, pl.ion), {})
+                mode = pl.erev_mode if pl.erev_mode in GHK_MODES else ""
+                nodes = placed.setdefault((b.cell.id, pl.mechanism, pl.ion, mode), {})
                 nodes.setdefault(pl.id, []).extend(b.g(i) for i in placement_nodes(b.comp, pl))
                 placements[f"{b.cell.id}/{pl.id}"] = pl
                 cells[b.cell.id] = b.cell
         ions: dict[tuple, set] = {}
-        for cell, mech, ion in placed:
+        for cell, mech, ion, _mode in placed:
             ions.setdefault((cell, mech), set()).add(ion)
         groups = []
-        for (cell, mech, ion), by_placement in placed.items():
+        for (cell, mech, ion, mode), by_placement in placed.items():
             key = f"{cell}/{mech}" + (f"/{ion}" if len(ions[(cell, mech)]) > 1 else "")
-            g = ChannelGroup(key, cells[cell], self.code(mech), ion)
+            key += f"/{mode}" if mode else ""      # GHK placements: a current of their own
+            g = ChannelGroup(key, cells[cell], self.code(mech, mode), ion)
             for pid, nodes in by_placement.items():
                 if nodes:
                     g.pieces.append(Piece(placements[f"{cell}/{pid}"], len(g.nodes), nodes))
@@ -575,12 +698,6 @@ def _node_label(b: CellBlock, i: int) -> str:
     j = nodes.index(i)
     x = (j + 0.5) / (len(nodes) - 1)
     return f"{b.population}[{b.index}] {c.sections[sec].name}({x:g})"
-
-
-def _check_placement(cell: Cell, pl: Placement) -> None:
-    if pl.erev_mode in ("ghk", "ghk2"):
-        raise UnsupportedError(f"{pl.kind} '{pl.id}' on cell {cell.id}: GHK currents in "
-                               "the JAX backend")
 
 
 # ============================================================================ the module
@@ -738,6 +855,10 @@ class ModuleWriter:
             values = self._channel_values(g, "init")
             lines.append(f's["{g.key}"] = rt.broadcast({self.call(f, values)}, '
                          f'{len(g.nodes)})')
+            if g.code.lagged():
+                lines.append("# jnml_neuron: the gates before INITIAL set them (NEURON: 0)")
+                lines.append(f's["{g.key}:lag"] = {{k: jnp.zeros({len(g.nodes)}) '
+                             f'for k in s["{g.key}"]}}')
         for g in plan.inputs:
             x = g.code.var
             value = ModuleWriter._expr_text(g.code.sm.init[x], g.code)
@@ -769,8 +890,15 @@ class ModuleWriter:
         values = {"v": v, "t": t, "temperature": "CELSIUS", "dt": "dt"}
         if phase != "init":
             values.update({py_name(x): f's["{g.key}"]["{x}"]' for x in g.code.sm.states})
-        values["gmax"] = self._per_piece(g, "gmax", lambda pc, n: self._gmax(g, pc, n))
-        values["erev"] = self._per_piece(g, "erev", lambda pc, n: self._erev(g, pc, n, state))
+        if phase == "current":
+            values.update({py_name(f"lag_{x}"): f's["{g.key}:lag"]["{x}"]'
+                           for x in g.code.lag_states()})
+        if g.code.erev_mode:
+            values.update(self._ghk_values(g, state))
+        else:
+            values["gmax"] = self._per_piece(g, "gmax", lambda pc, n: self._gmax(g, pc, n))
+            values["erev"] = self._per_piece(g, "erev",
+                                             lambda pc, n: self._erev(g, pc, n, state))
         extra = {name for pc in g.pieces for name in pc.placement.parameters} - {
             "condDensity", "erev", "number", "permeability"}
         for name in sorted(extra | {"vShift"}):    # vShift: 0 where a placement has none
@@ -780,6 +908,26 @@ class ModuleWriter:
             if read.endswith("Conc") and py_name(read) not in values:
                 values[py_name(read)] = self._concentration(
                     g.key, g.nodes, read[:-4], state, "concentration")
+        return values
+
+    def _ghk_values(self, g: ChannelGroup, state: str) -> dict[str, str]:
+        """The arguments of a GHK/GHK2 current: the ion's concentrations on the group's
+        nodes (pools, else NEURON's defaults), the temperature, permeability or gmax."""
+        values = {"ghk_celsius": "CELSIUS"}
+        for arg, which in (("ghk_ci", "concentration"), ("ghk_co", "extConcentration")):
+            values[arg] = self._concentration(g.key, g.nodes, g.ion, state, which)
+        if g.code.erev_mode == "ghk":
+            def permeability(pc, n):
+                pl = pc.placement
+                if "permeability" in pl.inhomogeneous:
+                    raise UnsupportedError(f"{pl.kind} '{pl.id}': an inhomogeneous "
+                                           "permeability in the JAX backend")
+                if "permeability" not in pl.parameters:
+                    raise UnsupportedError(f"{pl.kind} '{pl.id}': no permeability")
+                return self.source(pl.parameters["permeability"])
+            values["permeability"] = self._per_piece(g, "permeability", permeability)
+        else:
+            values["gmax"] = self._per_piece(g, "gmax", lambda pc, n: self._gmax(g, pc, n))
         return values
 
     def _per_piece(self, g: ChannelGroup, what: str, text) -> str:
@@ -987,6 +1135,8 @@ class ModuleWriter:
             f = self.fn(g.code.advance())
             lines.append(f"out[\"{g.key}\"] = rt.broadcast("
                          f"{self.call(f, self._channel_values(g, 'update'))}, {len(g.nodes)})")
+            if g.code.lagged():   # jnml_neuron: the next step's current uses these gates
+                lines.append(f'out["{g.key}:lag"] = s["{g.key}"]')
         for g in plan.points.values():
             lines += self._point_update(g)
         return lines
@@ -1173,7 +1323,16 @@ class ModuleWriter:
             name = var
         if name in code.sm.states:
             return f's["{group.key}"]["{name}"][{k}]', code.mech.states[name].unit or "1"
-        gmax, erev, v = values["gmax"], values["erev"], values["v"]
+        if code.erev_mode and name == "iDensity" and not rest:
+            # the group's own current (outward, mA/cm2) at this node; NeuroML's sign: inward
+            f = self.fn(code.current())
+            values.update({py_name(f"lag_{x}"): f's["{group.key}:lag"]["{x}"][{k}]'
+                           for x in code.lag_states()})
+            return f'-{self.call(f, values)}["{code.sm.currents[0].ion}"][0]', "mA_per_cm2"
+        if code.erev_mode and name in ("gDensity", "erev"):
+            raise UnsupportedError(f"cannot record '{ref.text}': {name} of a "
+                                   f"channelDensity{code.erev_mode.upper()} in the JAX backend")
+        gmax, erev, v = values.get("gmax"), values.get("erev"), values["v"]
         if name in ("gDensity", "iDensity", "erev", "fopen") and not rest:
             fopen = self.call(self.fn(code.derived("fopen")), values)
             return {"gDensity": (f"{gmax} * {fopen}", "S_per_cm2"),
@@ -1231,25 +1390,38 @@ def _at(text: str, N: str, k: int) -> str:
 # ============================================================================ entry points
 
 def emit(model: Model, sim: Simulation, *, jacobian: str = "analytic",
-         command: str | None = None, params: list[str] | tuple[str, ...] = ()) -> str:
+         command: str | None = None, params: list[str] | tuple[str, ...] = (),
+         integration: str = "exact") -> str:
     """The JAX module text for ``sim`` of ``model`` (deterministic: same input, same bytes).
 
     ``jacobian``: see :data:`JACOBIANS`.  ``command`` is recorded in the header.
     ``params``: parameter paths (``inspect --params``) whose forward sensitivities the
     module computes (``SENS_PARAMS``, ``simulate_sens``, ``loss_and_grad``); none: the
-    primal module alone."""
+    primal module alone.  ``integration``: see :data:`INTEGRATIONS`."""
     if jacobian not in JACOBIANS:
         raise ModelError(f"jacobian must be one of {JACOBIANS}, not {jacobian!r}")
-    plan = Plan(model, sim)
+    if integration not in INTEGRATIONS:
+        raise ModelError(f"integration must be one of {INTEGRATIONS}, not {integration!r}")
+    if params and integration != "exact":
+        # the sensitivity writer differentiates the discretize map (exact integration)
+        raise UnsupportedError(f"sensitivities with integration {integration} in the JAX "
+                               "backend (use integration exact)")
+    plan = Plan(model, sim, integration)
+    ghk = [g.key for g in plan.channels if g.code.erev_mode]
+    if params and ghk:
+        raise UnsupportedError(f"sensitivities of GHK currents in the JAX backend ({ghk[0]})")
     writer = ModuleWriter(plan, jacobian)
     parts = writer.parts()
     sens = _sensitivity_parts(model, writer, list(params)) if params else {}
     template = environment("jax").get_template("module.py.j2")
     return template.render(
         source=_display_path(model.source), simulation=sim.id,
-        command=command or f"nml_gradiff.backends.jax.emit(jacobian={jacobian!r})",
+        command=command or (f"nml_gradiff.backends.jax.emit(jacobian={jacobian!r}"
+                            + (f", integration={integration!r})" if integration != "exact"
+                               else ")")),
         dt=_num(sim.dt_ms), duration=_num(sim.length_ms), celsius=_num(plan.celsius),
-        jacobian=jacobian, params=_params(model), sens=bool(params), **{**parts, **sens})
+        jacobian=jacobian, integration=integration, params=_params(model), sens=bool(params),
+        **{**parts, **sens})
 
 
 def _sensitivity_parts(model: Model, writer: "ModuleWriter", params: list[str]) -> dict:

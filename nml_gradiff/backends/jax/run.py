@@ -11,11 +11,13 @@ from ...runtime.run import Traces
 from .emit import emit, load_module
 
 
-def simulate(model: Model, sim: Simulation, params: list[str]) -> Traces:
+def simulate(model: Model, sim: Simulation, params: list[str], *,
+             integration: str = "exact") -> Traces:
     """Run the module; with ``params``, also the sensitivities of every recorded quantity
     (``Traces.sens``: quantity -> [T, P], d value (SI, as in the .dat file) / d parameter
-    (the internal units ``inspect --params`` prints), so scaled like the values)."""
-    module = load_module(emit(model, sim, params=params))
+    (the internal units ``inspect --params`` prints), so scaled like the values).
+    ``integration``: ``emit.INTEGRATIONS`` (``jnml_neuron`` reproduces jNeuroML's mods)."""
+    module = load_module(emit(model, sim, params=params, integration=integration))
     if params:
         t, recorded, sens = jax.jit(module.simulate_sens)(module.PARAMS)
     else:
