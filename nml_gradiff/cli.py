@@ -26,12 +26,61 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="allow includes that leave the model's folder and the -I folders")
 
 
+def _add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="fit parameters of a LEMS simulation with Adam")
+    p.add_argument("file", metavar="LEMS_FILE")
+    p.add_argument("--backend", choices=["jax", "neuron"], default="jax")
+    p.add_argument("--params", nargs="+", metavar="GLOB", required=True,
+                   help="parameters to tune (paths of `inspect --params`)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-trace", metavar="FILE",
+                        help="a table as `run` writes it (time, then the columns of one of "
+                             "the simulation's output files, SI units)")
+    target.add_argument("--target-rate", type=float, metavar="VALUE",
+                        help="a firing rate in spikes/s for the rate proxy (docs/tune.md)")
+    p.add_argument("--mode", choices=["offline", "online"], default="offline")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate, in units of each initial value (default 0.01 "
+                        "per epoch offline, 0.001 per update online)")
+    p.add_argument("--schedule", choices=["cosine", "constant"], default=None,
+                   help="learning rate over the epochs: cosine decay to 0 (default offline) "
+                        "or constant (online: always)")
+    p.add_argument("--clip", type=float, default=None, help="largest gradient norm per step")
+    p.add_argument("--absolute-steps", action="store_true",
+                   help="take steps in parameter units, not relative to initial values")
+    p.add_argument("-o", "--out", metavar="DIR", required=True)
+    _add_online_options(p)
+    _add_model_options(p)
+
+
+def _add_online_options(p: argparse.ArgumentParser) -> None:
+    """tune's options for --mode online and --target-rate (docs/tune.md, "Online mode")."""
+    g = p.add_argument_group("online learner and rate proxy")
+    g.add_argument("--leak", type=float, default=None, metavar="PER_S",
+                   help="online: decay rate lambda of the leaky gradient, 1/s (default 10)")
+    g.add_argument("--update-every", type=int, default=None, metavar="STEPS",
+                   help="online: time steps between Adam updates (default: 1 ms of steps)")
+    g.add_argument("--positive", action="store_true",
+                   help="keep the tuned values >= 0")
+    g.add_argument("--rate-threshold", type=float, default=-20.0, metavar="MV",
+                   help="rate proxy: sigmoid midpoint, mV (default -20)")
+    g.add_argument("--rate-slope", type=float, default=2.0, metavar="MV",
+                   help="rate proxy: sigmoid slope factor, mV (default 2)")
+    g.add_argument("--rate-tau", type=float, default=100.0, metavar="MS",
+                   help="rate proxy: low-pass time constant, ms (default 100)")
+    g.add_argument("--rate-width", type=float, default=None, metavar="MS",
+                   help="rate proxy: sigmoid integral per spike, ms (default: measured on "
+                        "the initial run)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nml-gradiff",
         description="Compile NeuroML2/LEMS models, with forward-sensitivity equations.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_tune(sub)
 
     p = sub.add_parser("inspect", help="show what a model file defines")
     p.add_argument("file")
@@ -56,11 +105,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE")
     p.add_argument("--params", nargs="+", metavar="GLOB", default=[],
                    help="also write X.sens.npz: d(recorded quantity)/d(parameter)")
+    p.add_argument("--integration", choices=["exact", "jnml_neuron"], default="exact",
+                   help="how channel gates and pools are integrated (neuron, jax): 'exact' "
+                        "(closed form, cnexp) or 'jnml_neuron' (forward Euler as the mods of "
+                        "jNeuroML's NEURON export, to reproduce their data; docs/neuron.md)")
     _add_model_options(p)
 
     p = sub.add_parser("convert", help="convert model files or whole folders")
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
-    p.add_argument("--target", choices=["neuron"], default="neuron")
+    p.add_argument("--target", choices=["neuron", "lems", "jax"], default="neuron")
+    p.add_argument("--params", nargs="+", metavar="GLOB", default=[],
+                   help="the parameters whose sensitivities to emit (neuron: shadow cells)")
+    p.add_argument("--sensitivity-units", choices=["si", "internal"], default="si",
+                   help="lems target: sensitivity states with their own SI dimensions, or "
+                        "dimensionless in internal units (for jNeuroML's NEURON export)")
     p.add_argument("-o", "--out", metavar="DIR", required=True)
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes")
     _add_model_options(p)
@@ -71,6 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("-k", metavar="TEXT", default=None,
                    help="only tests whose .omt path contains TEXT")
+    p.add_argument("--integration", choices=["reference", "exact"], default="reference",
+                   help="neuron, jax: 'reference' integrates channel gates as the engine "
+                        "that made the expected data (jNeuroML's exported mods: forward "
+                        "Euler); 'exact': our default closed-form gates (docs/omv-neuron.md)")
     return parser
 
 
@@ -114,10 +176,19 @@ def cmd_run(args) -> int:
     from .runtime.run import run_lems
     written = run_lems(Path(args.file), args.backend, Path(args.out) if args.out else None,
                        overrides=args.set, param_globs=args.params,
-                       include_dirs=args.include_dir, allow_outside=args.allow_outside)
+                       include_dirs=args.include_dir, allow_outside=args.allow_outside,
+                       backend_options=_backend_options(args))
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def _backend_options(args) -> dict:
+    if args.backend in ("neuron", "jax"):
+        return {"integration": args.integration}
+    if args.integration != "exact":
+        raise ModelError(f"--integration {args.integration} is a neuron backend option")
+    return {}
 
 
 def cmd_convert(args) -> int:
@@ -130,8 +201,13 @@ def cmd_omv(args) -> int:
     return omv_command(args)
 
 
+def cmd_tune(args) -> int:
+    from .runtime.tune import tune_command
+    return tune_command(args)
+
+
 COMMANDS = {"inspect": cmd_inspect, "validate": cmd_validate, "run": cmd_run,
-            "convert": cmd_convert, "omv": cmd_omv}
+            "convert": cmd_convert, "omv": cmd_omv, "tune": cmd_tune}
 
 
 def main(argv: list[str] | None = None) -> int:

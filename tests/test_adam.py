@@ -46,3 +46,15 @@ def test_relative_steps_refuse_zero_initial_values():
 def test_nonsensical_options_are_refused(options):
     with pytest.raises(ModelError):
         Adam(np.array([1.0]), options)
+
+
+def test_cosine_schedule_decays_to_zero():
+    adam = Adam(np.array([1.0]), AdamOptions(lr=0.1, schedule="cosine", steps=10))
+    rates = []
+    for _ in range(11):
+        adam.step(np.array([1.0]), np.array([1.0]))
+        rates.append(adam.learning_rate())
+    assert rates[0] == pytest.approx(0.1)
+    assert rates[5] == pytest.approx(0.05)
+    assert rates[10] == pytest.approx(0.0, abs=1e-15)
+    assert all(a >= b for a, b in zip(rates, rates[1:]))

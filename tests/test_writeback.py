@@ -69,3 +69,34 @@ def test_values_that_cannot_be_written_write_nothing(tmp_path, values, message):
     with pytest.raises(ModelError, match=message):
         write_values(HH, model.parameters(), values, tmp_path / "t")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_found_through_include_folders_is_copied_self_contained(tmp_path):
+    """The cell comes through -I: the copy must load without -I, and load the tuned cell,
+    not the original through the old include folder."""
+    import shutil
+    sim_dir, lib = tmp_path / "sim", tmp_path / "lib"
+    sim_dir.mkdir()
+    shutil.copytree(HH.parent, lib, ignore=shutil.ignore_patterns("LEMS_*"))
+    shutil.copy(HH, sim_dir / HH.name)
+    model, _ = load_simulation(sim_dir / HH.name, include_dirs=[lib])
+    entry = write_values(sim_dir / HH.name, model.parameters(),
+                         {"hh_cell/naChans/condDensity": 0.1111}, tmp_path / "out",
+                         include_dirs=[lib])
+    tuned, _ = load_simulation(entry)          # no -I
+    assert _values(tuned)["hh_cell/naChans/condDensity"] == 0.1111
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "LEMS_hh.xml", "hh_cell.nml", "hh_channels.nml"]
+
+
+def test_include_folder_below_the_model_folder(tmp_path):
+    """The layout of docs/tune.md's worked example: LEMS file here, cell in ./cell, -I cell."""
+    import shutil
+    shutil.copytree(HH.parent, tmp_path / "cell", ignore=shutil.ignore_patterns("LEMS_*"))
+    shutil.copy(HH, tmp_path / HH.name)
+    model, _ = load_simulation(tmp_path / HH.name, include_dirs=[tmp_path / "cell"])
+    entry = write_values(tmp_path / HH.name, model.parameters(),
+                         {"hh_cell/kChans/condDensity": 0.04}, tmp_path / "out",
+                         include_dirs=[tmp_path / "cell"])
+    tuned, _ = load_simulation(entry)
+    assert _values(tuned)["hh_cell/kChans/condDensity"] == 0.04

@@ -15,6 +15,9 @@ import numpy as np
 from ..errors import ModelError
 
 
+SCHEDULES = ("constant", "cosine")
+
+
 @dataclass
 class AdamOptions:
     lr: float = 0.01
@@ -25,10 +28,16 @@ class AdamOptions:
     relative: bool = True              # steps in units of |initial value|
     lower: np.ndarray | None = None    # bounds in parameter units (None: unbounded)
     upper: np.ndarray | None = None
+    schedule: str = "constant"         # or "cosine": lr decays to 0 over ``steps``
+    steps: int | None = None           # length of the cosine schedule
 
     def check(self) -> None:
         if not (self.lr > 0 and np.isfinite(self.lr)):
             raise ModelError(f"--lr must be a positive number, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise ModelError(f"--schedule must be one of {', '.join(SCHEDULES)}")
+        if self.schedule == "cosine" and not (self.steps or 0) > 0:
+            raise ModelError("a cosine schedule needs its number of steps")
         if self.clip is not None and not self.clip > 0:
             raise ModelError(f"--clip must be positive, got {self.clip}")
 
@@ -64,7 +73,16 @@ class Adam:
         self.v = o.beta2 * self.v + (1 - o.beta2) * g * g
         m_hat = self.m / (1 - o.beta1 ** self.k)
         v_hat = self.v / (1 - o.beta2 ** self.k)
-        x = x - o.lr * self.scale * m_hat / (np.sqrt(v_hat) + o.eps)
+        x = x - self.learning_rate() * self.scale * m_hat / (np.sqrt(v_hat) + o.eps)
         if o.lower is not None or o.upper is not None:
             x = np.clip(x, o.lower, o.upper)
         return x
+
+    def learning_rate(self) -> float:
+        """The rate of step ``k`` (1-based).  Adam's steps do not shrink by themselves near a
+        minimum (they are normalised by the gradient's size), so fitting to high precision
+        needs the rate to decay: the cosine schedule goes from ``lr`` to 0 over ``steps``."""
+        o = self.options
+        if o.schedule == "constant":
+            return o.lr
+        return 0.5 * o.lr * (1 + np.cos(np.pi * min(self.k - 1, o.steps) / o.steps))

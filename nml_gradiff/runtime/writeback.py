@@ -3,9 +3,10 @@
 ``tune`` ends with the tuned model as files a user can open, diff against the original and
 simulate with any NeuroML tool.  Every file of the model (the named file and everything it
 includes, bundled CoreTypes excepted) is copied under the output folder with its layout kept,
-so relative ``<include>``s still resolve; a tuned value replaces the attribute it was read
-from (:class:`~nml_gradiff.ir.mechanism.Origin`), written with its internal unit.  Nothing is
-written unless every value can be placed.
+so relative ``<include>``s still resolve; files found through ``-I`` folders are placed so
+that the copy loads without them, and the copy is checked to load on its own.  A tuned value
+replaces the attribute it was read from (:class:`~nml_gradiff.ir.mechanism.Origin`), written
+with its internal unit.  Nothing is written unless every value can be placed.
 """
 
 from __future__ import annotations
@@ -96,8 +97,38 @@ def _edits(params: list[Parameter], values: dict[str, float],
     return edits
 
 
-def _common_root(paths: list[Path]) -> Path:
-    return Path(os.path.commonpath([str(p.parent) for p in paths]))
+def _common_layout(docs) -> dict[Path, Path]:
+    root = Path(os.path.commonpath([str(d.path.parent) for d in docs]))
+    return {d.path: d.path.relative_to(root) for d in docs}
+
+
+def _include_layout(docs, include_dirs) -> dict[Path, Path] | None:
+    """Each file relative to the deepest folder it was found in (the entry's own or an
+    ``-I`` one): a file that came through ``-I`` lands beside the entry."""
+    bases = [docs[-1].path.parent, *(Path(d).resolve() for d in include_dirs)]
+    layout = {}
+    for doc in docs:
+        found = [b for b in bases if doc.path.is_relative_to(b)]
+        if not found:
+            return None
+        layout[doc.path] = doc.path.relative_to(max(found, key=lambda b: len(b.parts)))
+    return layout if len(set(layout.values())) == len(layout) else None
+
+
+def _layouts(docs, include_dirs) -> list[dict[Path, Path]]:
+    """Where each file goes in the copy, relative to its root, in the order to try: the
+    copy must load without ``-I`` (else it would load the original files through it)."""
+    layouts = [_include_layout(docs, include_dirs)] if include_dirs else []
+    return [lay for lay in layouts if lay is not None] + [_common_layout(docs)]
+
+
+def _loads_alone(entry: Path, written: set[Path], allow_outside: bool) -> bool:
+    """Whether the copy loads without ``-I``, from exactly the files written."""
+    try:
+        loaded = {d.path for d in xml.load(entry, (), allow_outside).documents if not d.core}
+    except ModelError:
+        return False
+    return loaded == {p.resolve() for p in written}
 
 
 def write_values(entry, params: list[Parameter], values: dict[str, float], out_dir,
@@ -111,19 +142,23 @@ def write_values(entry, params: list[Parameter], values: dict[str, float], out_d
     unknown = set(edits) - {str(d.path) for d in docs}
     if unknown:
         raise ModelError(f"values come from files outside the model: {sorted(unknown)}")
-    root = _common_root([d.path for d in docs])
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".nmlg-", dir=out_dir.parent))
-    try:
-        for doc in docs:
-            _write_doc(doc, edits.get(str(doc.path), []), staging / doc.path.relative_to(root))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir / docs[-1].path.relative_to(root)
+    for layout in _layouts(docs, include_dirs):
+        staging = Path(tempfile.mkdtemp(prefix=".nmlg-", dir=out_dir.parent))
+        try:
+            for doc in docs:
+                _write_doc(doc, edits.get(str(doc.path), []), staging / layout[doc.path])
+            if _loads_alone(staging / layout[docs[-1].path],
+                            {staging / rel for rel in layout.values()}, allow_outside):
+                if out_dir.exists():
+                    shutil.rmtree(out_dir)
+                staging.rename(out_dir)
+                return out_dir / layout[docs[-1].path]
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    raise ModelError("cannot write a copy of the model that loads on its own (without -I): "
+                     "put the files it includes beside it or below its folder")
 
 
 def _write_doc(doc, edits: list[tuple], target: Path) -> None:
