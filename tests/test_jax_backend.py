@@ -46,10 +46,9 @@ from nml_gradiff.ir.functions import ExpRelr, exprelr_np, exprelr_prime_np  # no
 from nml_gradiff.ir.mechanism import Parameter  # noqa: E402
 from nml_gradiff.passes.compartments import PI, build_compartments, section_points  # noqa: E402
 
-from conftest import CORPUS, MODELS  # noqa: E402
+from conftest import ACNET, CORPUS, MODELS, PYR_LEMS  # noqa: E402
 
 HH = MODELS / "hh" / "LEMS_hh.xml"
-ACNET = CORPUS / "OpenSourceBrain+ACnet2" / "neuroConstruct" / "generatedNeuroML2"
 
 
 # ============================================================================ NEURON reference
@@ -310,33 +309,6 @@ def test_optax_takes_the_params_dict(hh_module, hh_grad):
 
 # ============================================================================ branched cell
 
-PYR_LEMS = """<Lems>
-    <Target component="sim"/>
-    <Include file="Cells.xml"/>
-    <Include file="Networks.xml"/>
-    <Include file="Simulation.xml"/>
-    <Include file="pyr_4_sym.cell.nml"/>
-    <pulseGenerator id="soma_stim" delay="5ms" duration="20ms" amplitude="1.5nA"/>
-    <pulseGenerator id="dend_stim" delay="12ms" duration="4ms" amplitude="0.2nA"/>
-    <network id="net" type="networkWithTemperature" temperature="6.3degC">
-        <population id="pop" component="pyr_4_sym" size="1"/>
-        <inputList id="in_soma" population="pop" component="soma_stim">
-            <input id="0" target="../pop/0/pyr_4_sym" destination="synapses"/>
-        </inputList>
-        <inputList id="in_dend" population="pop" component="dend_stim">
-            <input id="0" target="../pop/0/pyr_4_sym" destination="synapses" segmentId="4"
-                   fractionAlong="0.7"/>
-        </inputList>
-    </network>
-    <Simulation id="sim" length="40ms" step="0.025ms" target="net">
-        <OutputFile id="of" fileName="v.dat">
-            <OutputColumn id="soma" quantity="pop/0/pyr_4_sym/0/v"/>
-            <OutputColumn id="apical4" quantity="pop/0/pyr_4_sym/4/v"/>
-            <OutputColumn id="basal2" quantity="pop/0/pyr_4_sym/8/v"/>
-        </OutputFile>
-    </Simulation>
-</Lems>
-"""
 PYR_RECORD = [("soma", 0.5), ("apical4", 0.5), ("basal2", 0.5)]
 
 

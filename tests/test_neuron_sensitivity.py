@@ -34,43 +34,14 @@ from nml_gradiff.errors import UnsupportedError
 from nml_gradiff.ingest.simulation import load_simulation
 from nml_gradiff.runtime.run import run_lems
 
-from conftest import CORPUS, MODELS
+from conftest import ACNET, CORPUS, MODELS, PYR_LEMS
 
 pytest.importorskip("neuron")
 
 HH = MODELS / "hh" / "LEMS_hh.xml"
-ACNET = CORPUS / "OpenSourceBrain+ACnet2" / "neuroConstruct" / "generatedNeuroML2"
 REL_STEP = 1e-6
 TOLERANCE = 1e-4
 
-#: ACnet2's pyr_4_sym (9 sections) under two current steps: it spikes at the soma.
-PYR_LEMS = """<Lems>
-    <Target component="sim"/>
-    <Include file="Cells.xml"/>
-    <Include file="Networks.xml"/>
-    <Include file="Simulation.xml"/>
-    <Include file="pyr_4_sym.cell.nml"/>
-    <pulseGenerator id="soma_stim" delay="5ms" duration="20ms" amplitude="1.5nA"/>
-    <pulseGenerator id="dend_stim" delay="12ms" duration="4ms" amplitude="0.2nA"/>
-    <network id="net" type="networkWithTemperature" temperature="6.3degC">
-        <population id="pop" component="pyr_4_sym" size="1"/>
-        <inputList id="in_soma" population="pop" component="soma_stim">
-            <input id="0" target="../pop/0/pyr_4_sym" destination="synapses"/>
-        </inputList>
-        <inputList id="in_dend" population="pop" component="dend_stim">
-            <input id="0" target="../pop/0/pyr_4_sym" destination="synapses" segmentId="4"
-                   fractionAlong="0.7"/>
-        </inputList>
-    </network>
-    <Simulation id="sim" length="40ms" step="0.025ms" target="net">
-        <OutputFile id="of" fileName="v.dat">
-            <OutputColumn id="soma" quantity="pop/0/pyr_4_sym/0/v"/>
-            <OutputColumn id="apical4" quantity="pop/0/pyr_4_sym/4/v"/>
-            <OutputColumn id="basal2" quantity="pop/0/pyr_4_sym/8/v"/>
-        </OutputFile>
-    </Simulation>
-</Lems>
-"""
 
 HH_PARAMS = ["hh_cell/naChans/condDensity", "hh_na/m/forwardRate/midpoint"]
 #: gNa, a K gate's kinetics, the leak on every section, the KCa channel reading the pool,

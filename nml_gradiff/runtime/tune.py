@@ -107,36 +107,65 @@ def _check_writable(by_path: dict, paths: list[str]) -> None:
                          "its own in the model files, so the tuned model could not be written")
 
 
+@dataclass
+class Setup:
+    """What every mode starts from: the model, the tuned paths, the objective, the target
+    file (None for a rate target) and the initial run."""
+
+    model: object
+    paths: list[str]
+    units: list[str]
+    objective: object
+    target_file: object
+    x0: np.ndarray
+    t_ms: np.ndarray
+    before: dict
+
+
+def setup(request: TuneRequest) -> Setup:
+    """Load, select and check (bad input fails before any simulation), then run once."""
+    model, sim = load_simulation(request.model_file, request.include_dirs,
+                                 request.allow_outside)
+    paths = select_params(model, request.param_globs)
+    by_path = {p.path: p for p in model.parameters()}
+    _check_writable(by_path, paths)
+    target_file = (read_target(request.target_trace, sim)
+                   if request.target_trace is not None else None)
+    objective = _objective(request.backend, model, sim, paths)
+    x0 = np.array([by_path[p].value for p in paths])
+    t_ms, before = objective.simulate(x0)
+    return Setup(model, paths, [by_path[p].unit for p in paths], objective, target_file,
+                 x0, t_ms, before)
+
+
+def save_model(request: TuneRequest, s: Setup, final: np.ndarray) -> Path:
+    """The tuned model, written back into a copy of its files under ``DIR/model``."""
+    out = Path(request.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return write_values(request.model_file, s.model.parameters(), dict(zip(s.paths, final)),
+                        out / "model", request.include_dirs, request.allow_outside)
+
+
 def tune(request: TuneRequest) -> TuneResult:
     request.check()
     if request.mode == "online" or request.target_rate is not None:
         from .tune_online import tune_online        # the learner and the rate objective
         return tune_online(request)
-    model, sim = load_simulation(request.model_file, request.include_dirs,
-                                 request.allow_outside)
-    paths = select_params(model, request.param_globs)
-    by_path = {p.path: p for p in model.parameters()}
-    _check_writable(by_path, paths)                            # bad input fails fast
-    target_file = read_target(request.target_trace, sim)
-    objective = _objective(request.backend, model, sim, paths)
-    x0 = np.array([by_path[p].value for p in paths])
-    t_ms, before = objective.simulate(x0)
-    target = target_file.on_grid(t_ms, objective.scales)
-    history = _epochs(objective, target, x0, Adam(x0, request.adam), request.epochs, paths)
+    s = setup(request)
+    target = s.target_file.on_grid(s.t_ms, s.objective.scales)
+    history = _epochs(s.objective, target, s.x0, Adam(s.x0, request.adam), request.epochs,
+                      s.paths)
     # Spiking losses are not convex and Adam overshoots: the tuned model is the best epoch.
     best = min(history, key=lambda h: h["loss"])
-    final = np.array([best["params"][p] for p in paths])
-    _, after = objective.simulate(final)
+    final = np.array([best["params"][p] for p in s.paths])
+    _, after = s.objective.simulate(final)
+    tuned = save_model(request, s, final)
     out = Path(request.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tuned = write_values(request.model_file, model.parameters(), dict(zip(paths, final)),
-                         out / "model", request.include_dirs, request.allow_outside)
-    units = [by_path[p].unit for p in paths]
-    _write_history(out / "history.json", request, paths, units, history, best, tuned)
+    _write_history(out / "history.json", request, s.paths, s.units, history, best, tuned)
     from .tune_plots import plot_all
-    plot_all(out, history, paths, t_ms, {k: before[k] for k in target},
-             {k: after[k] for k in target}, target, objective.units)
-    return TuneResult(paths, units, history, best, tuned)
+    plot_all(out, history, s.paths, s.t_ms, {k: s.before[k] for k in target},
+             {k: after[k] for k in target}, target, s.objective.units)
+    return TuneResult(s.paths, s.units, history, best, tuned)
 
 
 def _write_history(path: Path, request: TuneRequest, paths, units, history, best,

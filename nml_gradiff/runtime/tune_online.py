@@ -24,11 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import ModelError, UnsupportedError
-from ..ingest.simulation import load_simulation
 from .adam import Adam
-from .run import select_params
-from .targets import read_target
-from .writeback import write_values
 
 HISTORY_POINTS = 1000                 # rows of an online history.json, at most
 
@@ -134,29 +130,18 @@ def _check(request) -> None:
 
 def tune_online(request):
     """``tune`` for ``--mode online`` and for ``--target-rate`` (runtime/tune.py dispatches)."""
-    from .tune import TuneResult, _check_writable, _objective
+    from .tune import TuneResult, save_model, setup
     if request.online is None:
         request.online = OnlineSettings()
     _check(request)
-    model, sim = load_simulation(request.model_file, request.include_dirs,
-                                 request.allow_outside)
-    paths = select_params(model, request.param_globs)
-    by_path = {p.path: p for p in model.parameters()}
-    _check_writable(by_path, paths)
-    target_file = (read_target(request.target_trace, sim)
-                   if request.target_trace is not None else None)
-    objective = _objective(request.backend, model, sim, paths)
-    x0 = np.array([by_path[p].value for p in paths])
-    t_ms, before = objective.simulate(x0)
-    target = target_file.on_grid(t_ms, objective.scales) if target_file else None
+    s = setup(request)
+    objective, x0, paths, t_ms = s.objective, s.x0, s.paths, s.t_ms
+    target = s.target_file.on_grid(t_ms, objective.scales) if s.target_file else None
     learner, proxy = _learner(request, objective, x0, target)
     history, best, final = _learn(request, learner, objective, x0, paths, proxy)
     _, after = objective.simulate(final)
-    out = Path(request.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tuned = write_values(request.model_file, model.parameters(), dict(zip(paths, final)),
-                         out / "model", request.include_dirs, request.allow_outside)
-    units = [by_path[p].unit for p in paths]
+    tuned = save_model(request, s, final)
+    out, units, before = Path(request.out_dir), s.units, s.before
     summary = _summary(learner, objective, x0, final, proxy)
     if request.mode == "online":
         summary["learner"] = asdict(learner.o)       # the options as the learner ran

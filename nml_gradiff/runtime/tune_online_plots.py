@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .tune_plots import _pyplot
+from .tune_plots import _pyplot, plot_traces
 
 
 def plot_all(out: Path, history: list[dict], paths: list[str], t_ms, before: dict,
@@ -19,7 +19,7 @@ def plot_all(out: Path, history: list[dict], paths: list[str], t_ms, before: dic
     xlabel = "simulated time (s)" if online else "epoch"
     files = [_loss(plt, out / "loss.png", x, xlabel, history),
              _parameters(plt, out / "parameters.png", x, xlabel, history, paths),
-             _traces(plt, out / "traces.png", t_ms, before, after, target, units)]
+             plot_traces(plt, out / "traces.png", t_ms, before, after, target, units)]
     if online and rate is not None:
         files.append(_rate(plt, out / "rate.png", x, history, rate))
     plt.close("all")
@@ -60,18 +60,4 @@ def _rate(plt, path, x, history, rate) -> Path:
     ax.set_xlabel("simulated time (s)")
     ax.set_ylabel("rate (1/s)")
     ax.legend(fontsize="small")
-    return _save(fig, path)
-
-
-def _traces(plt, path, t_ms, before, after, target, units) -> Path:
-    keys = list(target)
-    fig, axes = plt.subplots(len(keys), 1, figsize=(7, 3 * len(keys)), squeeze=False)
-    for ax, k in zip(axes[:, 0], keys):
-        if target[k] is not None:
-            ax.plot(t_ms, target[k], "k", lw=2, alpha=0.4, label="target")
-        ax.plot(t_ms, before[k], "C0--", lw=1, label="before")
-        ax.plot(t_ms, after[k], "C3", lw=1, label="after")
-        ax.set_ylabel(f"{k} ({units.get(k, '')})")
-        ax.legend(fontsize="small")
-    axes[-1, 0].set_xlabel("t (ms)")
     return _save(fig, path)

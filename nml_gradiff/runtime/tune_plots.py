@@ -19,7 +19,7 @@ def plot_all(out: Path, history: list[dict], paths: list[str], t_ms: np.ndarray,
     plt = _pyplot()
     files = [_loss(plt, out / "loss.png", history),
              _parameters(plt, out / "parameters.png", history, paths),
-             _traces(plt, out / "traces.png", t_ms, before, after, target, units)]
+             plot_traces(plt, out / "traces.png", t_ms, before, after, target, units)]
     plt.close("all")
     return files
 
@@ -49,12 +49,14 @@ def _parameters(plt, path: Path, history: list[dict], paths: list[str]) -> Path:
     return path
 
 
-def _traces(plt, path: Path, t_ms, before: dict, after: dict, target: dict,
-            units: dict) -> Path:
+def plot_traces(plt, path: Path, t_ms, before: dict, after: dict, target: dict,
+                units: dict) -> Path:
+    """Each key of ``target`` before and after tuning, over its target (None: no trace)."""
     keys = list(target)
     fig, axes = plt.subplots(len(keys), 1, figsize=(7, 3 * len(keys)), squeeze=False)
     for ax, k in zip(axes[:, 0], keys):
-        ax.plot(t_ms, target[k], "k", lw=2, alpha=0.4, label="target")
+        if target[k] is not None:
+            ax.plot(t_ms, target[k], "k", lw=2, alpha=0.4, label="target")
         ax.plot(t_ms, before[k], "C0--", lw=1, label="before")
         ax.plot(t_ms, after[k], "C3", lw=1, label="after")
         ax.set_ylabel(f"{k} ({units.get(k, '')})")
