@@ -6,7 +6,8 @@ H random`` (``abs`` is avoided in what we generate: the NEURON export copies it 
 which only has ``fabs``) and, in conditions only, ``.gt. .geq. .lt. .leq. .eq. .neq. .and. .or.``.  There is
 no ``not`` and no conditional expression: a ``Piecewise`` becomes a
 ``ConditionalDerivedVariable`` whose ``Case`` conditions are made mutually exclusive
-(sympy's Piecewise picks the first true branch, LEMS leaves overlapping cases unspecified).
+(sympy's Piecewise picks the first true branch, LEMS leaves overlapping cases unspecified)
+and free of ``.or.`` (the NEURON export copies it into NMODL, which has only ``||``).
 
 The IR's safe functions (:mod:`nml_gradiff.ir.functions`) have no LEMS counterpart, and
 ``x/(exp(x) - 1)`` printed as such is ``0/0`` at ``x = 0`` in jLEMS (NaN, which then spreads
@@ -182,6 +183,43 @@ def print_condition(cond, printer: LemsPrinter) -> str:
     raise UnsupportedError(f"no LEMS condition for {cond}")
 
 
+#: Most conjunctions one Piecewise condition may expand into (a guard, not a tuning knob).
+MAX_CONJUNCTIONS = 32
+
+
+def _disjoint_conjunctions(cond) -> list:
+    """``cond`` as mutually exclusive conditions without ``Or`` whose union is ``cond``.
+
+    jNeuroML's NEURON export translates ``.and.`` but copies ``.or.`` verbatim into NMODL,
+    which rejects it; so ``a or b`` becomes the two cases ``a`` and ``(not a) and b``, and
+    an ``And`` the products of its arguments' parts (still pairwise exclusive)."""
+    if isinstance(cond, sympy.Not):
+        return _disjoint_conjunctions(_negate(cond.args[0]))
+    if isinstance(cond, sympy.Or):
+        parts, before = [], []
+        for arg in cond.args:
+            term = sympy.And(*before, arg, evaluate=False) if before else arg
+            parts.extend(_disjoint_conjunctions(term))
+            before.append(_negate(arg))
+    elif isinstance(cond, sympy.And):
+        parts = [()]
+        for arg in cond.args:
+            parts = [(*p, q) for p in parts for q in _disjoint_conjunctions(arg)]
+        parts = [_flat_and(p) for p in parts]
+    else:
+        return [cond]
+    if len(parts) > MAX_CONJUNCTIONS:
+        raise UnsupportedError(f"the condition {cond} has more than {MAX_CONJUNCTIONS} "
+                               "disjoint parts: too long for a LEMS ConditionalDerivedVariable")
+    return parts
+
+
+def _flat_and(args: tuple):
+    """And of ``args``, nested Ands flattened (one ``.and.`` chain when printed)."""
+    flat = [b for a in args for b in (a.args if isinstance(a, sympy.And) else (a,))]
+    return flat[0] if len(flat) == 1 else sympy.And(*flat, evaluate=False)
+
+
 # ----------------------------------------------------------------------------- variables
 
 @dataclass
@@ -253,7 +291,8 @@ class _Lifter:
                 break
             exclusive = sympy.And(cond, *(_negate(c) for c in previous), evaluate=False) \
                 if previous else cond
-            cases.append((print_condition(exclusive, self.printer), value_text))
+            cases.extend((print_condition(part, self.printer), value_text)
+                         for part in _disjoint_conjunctions(exclusive))
             previous.append(cond)
         else:
             # No default branch: sympy gives NaN there; LEMS needs a value.
