@@ -335,7 +335,9 @@ def test_inhomogeneous_density_at_known_path_lengths(tmp_path):
     (p,) = cell.placements
     assert p.segments == [1, 2, 4, 5] and p.kind == "channelDensityNonUniform"
     values = cell.placement_values(p, "condDensity")
-    midpoints = {1: 20, 2: 40, 4: 65, 5: 100}
+    # <proximal translationStart="0"/>: p = 0 where the group starts (segment 1's proximal
+    # point, 10 um from the root), as jNeuroML's NEURON export computes it
+    midpoints = {1: 10, 2: 30, 4: 55, 5: 90}
     assert values == pytest.approx({s: (2 * d + 10) * 1e-4 for s, d in midpoints.items()})
     assert p.values["erev"] == -45.0
     assert sympy.simplify(p.values["condDensity"] - (2e-4 * sympy.Symbol("p", real=True)
@@ -344,15 +346,43 @@ def test_inhomogeneous_density_at_known_path_lengths(tmp_path):
     consts = {q.path: q.value for q in cell.parameters if "/condDensity/" in q.path}
     assert consts == {"c1/ih/condDensity/c0": 2.0, "c1/ih/condDensity/c1": 10.0}
     next(q for q in cell.parameters if q.path == "c1/ih/condDensity/c0").value = 4.0
-    assert cell.placement_values(p, "condDensity")[5] == pytest.approx((4 * 100 + 10) * 1e-4)
+    assert cell.placement_values(p, "condDensity")[5] == pytest.approx((4 * 90 + 10) * 1e-4)
+
+
+def test_inhomogeneous_without_proximal_is_the_path_length_from_the_root(tmp_path):
+    groups = INHOMOGENEOUS.replace('<proximal translationStart="{start}"/>', "")
+    cell = load_cell(tmp_path, cell_xml(TREE, groups, nonuniform("2*p + 10")))
+    values = cell.placement_values(cell.placements[0], "condDensity")
+    midpoints = {1: 20, 2: 40, 4: 65, 5: 100}
+    assert values == pytest.approx({s: (2 * d + 10) * 1e-4 for s, d in midpoints.items()})
+
+
+def test_nonuniform_density_reaches_the_neuron_layout(tmp_path):
+    """The varying condDensity is in Placement.inhomogeneous only: the NEURON layout once
+    dropped it, leaving the mod's default gmax (BahlEtAl2012's apical kfast, kslow, nat, ih)."""
+    from nml_gradiff.backends.neuron.layout import cell_layout
+    groups = INHOMOGENEOUS.format(start=0)
+    cell = load_cell(tmp_path, cell_xml(TREE, groups, nonuniform("2*p + 10")))
+    placed = [p for p in cell_layout(cell)["placements"] if p["id"] == "ih"]
+    assert placed and all("condDensity" in p["values"] for p in placed)
+    by_segment = {}
+    for p in placed:
+        for value, present in zip(p["values"]["condDensity"], p["values"]["present"]):
+            if present:
+                by_segment.setdefault(p["section"], []).append(value)
+    found = sorted(v for vs in by_segment.values() for v in vs)
+    # values at compartment centres: sections d1+d2 (40 um from the group start, 2
+    # compartments: p = 10, 30) and right+tip (70 um from p = 40: p = 57.5, 92.5)
+    assert found == pytest.approx(sorted((2 * d + 10) * 1e-4 for d in (10, 30, 57.5, 92.5)))
 
 
 def test_inhomogeneous_translation_start_and_heaviside(tmp_path):
-    groups = INHOMOGENEOUS.format(start=15)
+    groups = INHOMOGENEOUS.format(start=-5)
     membrane = nonuniform("1e-4 * H(p - 50) + 2.", kind="channelDensityNonUniformNernst")
     cell = load_cell(tmp_path, cell_xml(TREE, groups, membrane))
     values = cell.placement_values(cell.placements[0], "condDensity")
-    # p = path length - 15: segment 4 midpoint 65 -> p = 50 exactly: H(0) = 1/2
+    # p = -5 at the group's start (10 um from the root): p = path length - 15, so
+    # segment 4's midpoint (65 um) has p = 50 exactly: H(0) = 1/2
     assert values[4] == pytest.approx((0.5e-4 + 2) * 1e-4)
     assert values[5] == pytest.approx((1e-4 + 2) * 1e-4)
     assert values[2] == pytest.approx(2e-4)
@@ -550,7 +580,12 @@ def test_hay_l5pc():
     ih = next(p for p in cell.placements if p.id == "Ih_apical_dends")
     values = cell.placement_values(ih, "condDensity")
     mids = path_length(cell, 0.5)
-    # Hay et al. 2011: gIhbar = 0.0002 * (-0.8696 + 2.087 * exp(x * 0.00278)) S/cm2 (x in um)
+    # Hay et al. 2011: gIhbar = 0.0002 * (-0.8696 + 2.087 * exp(x * 0.00278)) S/cm2 (x in um);
+    # <proximal translationStart="0"/>: x = 0 where apical_dends starts (jNeuroML's NEURON
+    # export: SubsetDomainIterator, proximal_style 1), not at the root as in Hay's hoc
+    start = min(path_length(cell, 0.0)[k] for k in cell.groups["apical_dends"])
+    assert start > 0
     s = max(ih.segments, key=lambda k: mids[k])
-    assert values[s] == pytest.approx(2e-4 * (2.087 * math.exp(mids[s] / 359.65) - 0.8696))
+    x = mids[s] - start
+    assert values[s] == pytest.approx(2e-4 * (2.087 * math.exp(x / 359.65) - 0.8696))
     assert {sp.group for sp in cell.species} == {"soma_group", "apical_dends"}

@@ -83,3 +83,51 @@ def test_reference_integration_per_engine(tmp_path):
         test = OmtTest(tmp_path / "x.omt", tmp_path / "LEMS_x.xml", engine)
         assert integration_for(test, "reference") == "jnml_neuron"
         assert integration_for(test, "exact") == "exact"
+
+
+POSPISCHIL = "OpenSourceBrain+PospischilEtAl2008/NeuroML2"
+
+
+def _plan(corpus, rel):
+    from nml_gradiff.backends.neuron.plan import make_plan
+    from nml_gradiff.ingest.simulation import load_simulation
+    # the model's files include ../../channels/...: the OSB folder is an include dir, as
+    # `omv` passes it
+    model = load_simulation(corpus / POSPISCHIL / rel, include_dirs=[corpus / POSPISCHIL])
+    return make_plan(*model, "jnml_neuron").data
+
+
+def test_recording_the_nernst_potential_of_a_density(corpus):
+    """channels/Ca records IT_all/erev of a channelDensityNernst: the erev its mod computes
+    (once refused: 'IT has no variable erev')."""
+    plan = _plan(corpus, "channels/Ca/LEMS_Ca.xml")
+    (rec,) = [r for k, r in plan["record"].items() if k.endswith("IT_all/erev")]
+    assert rec["what"] == "range" and rec["name"].startswith("erev_IT")
+    assert rec["name"].endswith("_nernst")
+
+
+def test_a_pool_without_initial_concentration_parameters(corpus):
+    """Pospischil's decayingPoolConcentrationModelPosp does not read the species'
+    initialConcentration: no such RANGE is set on it (NEURON failed on
+    'initialConcentration_CaPoolModel'); the species still sets cai0/cao0."""
+    plan = _plan(corpus, "channels/IL/LEMS_IL.nonernst.xml")
+    pools = [p for ct in plan["cell_types"].values() for p in ct.get("placements", [])
+             if p["neuron_name"].startswith("CaPoolModel")]
+    assert pools and all("initialConcentration" not in p["range"] for p in pools)
+    assert plan["ions"]["ca"] == {"i": pytest.approx(2.4e-4), "o": pytest.approx(2.0)}
+
+
+@pytest.mark.corpus
+def test_nernst_ca2_density_uses_the_second_pool(corpus):
+    """Solinas' Golgi cell places Ca_LVA with channelDensityNernstCa2 and ion="ca": its
+    current and Nernst potential belong to the second pool (ica2, ca2i/ca2o), as in
+    jNeuroML's export (it once wrote ica: 18 spikes in 4 s instead of 25)."""
+    from nml_gradiff.backends.neuron.plan import make_plan
+    from nml_gradiff.ingest.simulation import load_simulation
+    lems = corpus / "OpenSourceBrain+SolinasEtAl-GolgiCell/NeuroML2/LEMS_Golgi.xml"
+    plan = make_plan(*load_simulation(lems), "jnml_neuron")
+    (lva,) = [p for ct in plan.data["cell_types"].values() for p in ct["placements"]
+              if p["id"] == "Ca_LVA_soma_group"]
+    text = plan.mods[lva["neuron_name"]]
+    assert "USEION ca2 READ ca2i, ca2o WRITE ica2" in text
+    assert "USEION ca " not in text

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Container, Iterable
 
 from ..errors import ModelError, UnsupportedError
-from ..ir.cell import Cell, InhomogeneousParameter
+from ..ir.cell import Cell, InhomogeneousParameter, path_length
 from .biophysics import CellContext, read_biophysics
 from .components import check_id
 from .lems_types import Where, elements, local
@@ -45,6 +45,7 @@ def build_cell(el, *, file: str, units, documents: Iterable | None = None) -> Ce
     sections = build_sections(morph, morph_file)
     cell = Cell(cell_id, el.get("type") or tag, morph.segments, morph.groups, sections,
                 inhomogeneous_parameters=_inhomogeneous(morph, morph_file), source=file)
+    _translate_to_group_start(cell, morph)
     bio_el, bio_file = _part(el, _BIOPHYSICS, "biophysicalProperties", index, file)
     if bio_el is not None:
         ctx = CellContext(cell_id, bio_file, units, morph.groups, morph.segments,
@@ -122,6 +123,21 @@ def _check_children(el, file: str) -> None:
         if tag not in ("morphology", *_BIOPHYSICS, *_IGNORED):
             raise UnsupportedError(f"<{tag}> in <{local(el)}>", file=file,
                                    line=child.sourceline, element=tag)
+
+
+def _translate_to_group_start(cell: Cell, morph) -> None:
+    """With ``<proximal translationStart="s"/>`` the variable is s at the group's most
+    proximal point and grows with the path length from there, as jNeuroML's NEURON and
+    NetPyNE exports compute it (NEURON's SubsetDomainIterator with proximal_style 1: the
+    distance from the root minus its minimum over the group); without ``<proximal>`` it is
+    the path length from the root.  The IR keeps one number: ``translation_start`` is the
+    path length from the root at which the variable is 0."""
+    starts = path_length(cell, 0.0)
+    for group in morph.raw_groups.values():
+        for param in group.inhomogeneous:
+            if param.id in group.proximal and cell.groups.get(param.group):
+                origin = min(starts[s] for s in cell.groups[param.group])
+                param.translation_start = origin - param.translation_start
 
 
 def _inhomogeneous(morph, file: str) -> dict[str, InhomogeneousParameter]:

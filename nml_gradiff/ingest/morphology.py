@@ -49,6 +49,7 @@ class RawGroup:
     subtrees: list[tuple[int | None, int | None, int | None]] = field(default_factory=list)
     properties: dict[str, str] = field(default_factory=dict)
     inhomogeneous: list[InhomogeneousParameter] = field(default_factory=list)
+    proximal: set[str] = field(default_factory=set)    # inhomogeneousParameters with <proximal>
 
     @property
     def is_cable(self) -> bool:
@@ -210,7 +211,10 @@ def _read_group(reader: _Reader, el) -> RawGroup:
             for prop in child.iter("{*}property", "property"):
                 group.properties.setdefault(prop.get("tag", ""), prop.get("value", ""))
         elif tag == "inhomogeneousParameter":
-            group.inhomogeneous.append(_read_inhomogeneous(reader, child, gid))
+            param = _read_inhomogeneous(reader, child, gid)
+            group.inhomogeneous.append(param)
+            if any(local(c) == "proximal" for c in elements(child)):
+                group.proximal.add(param.id)
         elif tag not in _GROUP_METADATA:
             raise UnsupportedError(f"<{tag}> in segmentGroup '{gid}'", file=reader.file,
                                    line=child.sourceline, element=tag)

@@ -107,7 +107,8 @@ class GroupValue:
 @dataclass
 class InhomogeneousParameter:
     """A segmentGroup's ``<inhomogeneousParameter>``: ``variable`` is the path length from
-    the root (um) minus ``translation_start``."""
+    the root (um) minus ``translation_start``, the path length where it is 0 (ingest sets it
+    from the group's start and ``<proximal translationStart>``: docs/cells.md)."""
 
     id: str
     group: str

@@ -32,12 +32,13 @@ def _placement_values(cell: Cell, placement: Placement, section: Section,
         return None
     out = {}
     for name, param in placement.parameters.items():
-        if name in placement.inhomogeneous:
-            at = placement.inhomogeneous[name].evaluator()
-            out[name] = [at(d) if s in present else 0.0 for s, d in
-                         zip(under, compartment_path_lengths(cell, section))]
-        else:
-            out[name] = [param.value if s in present else 0.0 for s in under]
+        out[name] = [param.value if s in present else 0.0 for s in under]
+    # channelDensityNonUniform*: the varying attribute (condDensity, permeability) is only
+    # in ``inhomogeneous``, never in ``parameters``
+    for name, inh in placement.inhomogeneous.items():
+        at = inh.evaluator()
+        out[name] = [at(d) if s in present else 0.0 for s, d in
+                     zip(under, compartment_path_lengths(cell, section))]
     out["present"] = [1.0 if s in present else 0.0 for s in under]
     return out
 

@@ -26,6 +26,9 @@ PLACEMENT_RANGE = {"condDensity": "gmax", "erev": "erev", "vShift": "vShift",
 TO_SI = {"mV": 1e-3, "ms": 1e-3, "S_per_cm2": 1e4, "mA_per_cm2": 10.0, "mM": 1.0, "": 1.0,
          "nA": 1e-9, "uS": 1e-6, "per_ms": 1e3}
 
+#: The elements that hold the densities, in a recording's path.
+_MEMBRANE_PROPERTIES = ("membraneProperties", "membraneProperties2CaPools")
+
 #: The area of the dummy section of a point cell, whose C equals cm * area at cm = 1 uF/cm2.
 _UF_PER_CM2_UM2_IN_NF = 1e-5
 
@@ -35,6 +38,22 @@ class Plan:
     data: dict = field(default_factory=dict)
     mods: dict[str, str] = field(default_factory=dict)     # NEURON name -> mod text
     units: dict[str, float] = field(default_factory=dict)  # recording key -> factor to SI
+
+
+def channel_binding(placement: dict) -> Binding:
+    """Where a density of the layout (``layout.cell_layout``) meets NEURON: its ion, how its
+    erev is found, whether it has a vShift.  Shared with the sensitivity planner, so that one
+    (mechanism, binding) gives one primal mod."""
+    ion = None if placement["ion"] == "non_specific" else placement["ion"]
+    concentrations = {}
+    if placement["kind"] == "channelDensityNernstCa2":
+        # NeuroML: the second calcium pool of a cell2CaPools (caConc2), whatever ion the
+        # file names (Solinas' Golgi cell says ion="ca"): its current is ica2 and its Nernst
+        # potential comes from ca2i/ca2o, as in jNeuroML's export (eca2)
+        ion, concentrations = "ca2", {"caConc": "ca2i", "caConcExt": "ca2o"}
+    extra = {"concentrations": concentrations} if concentrations else {}
+    return Binding(ion=ion, erev=placement["erev_mode"],
+                   vshift=placement["kind"] == "channelDensityVShift", **extra)
 
 
 class Planner:
@@ -57,18 +76,21 @@ class Planner:
         return name
 
     def _channel(self, placement: dict) -> dict:
-        binding = Binding(ion=None if placement["ion"] == "non_specific" else placement["ion"],
-                          erev=placement["erev_mode"],
-                          vshift=placement["kind"] == "channelDensityVShift")
+        binding = channel_binding(placement)
         name = self.mechanism(placement["mechanism"], binding)
         values = placement["values"]
         ranges = {PLACEMENT_RANGE[k]: v for k, v in values.items() if k in PLACEMENT_RANGE}
         return {"section": placement["section"], "neuron_name": name, "range": ranges,
-                "id": placement["id"]}
+                "id": placement["id"], "erev_mode": placement["erev_mode"]}
 
     def _species(self, species: dict) -> dict:
         name = self.mechanism(species["mechanism"], Binding(ion=species["ion"]))
-        values = {k: v for k, v in species["values"].items() if k != "present"}
+        # The pool's mod has initialConcentration/initialExtConcentration only if its
+        # ComponentType reads them (emit.py); Pospischil et al.'s custom
+        # decayingPoolConcentrationModelPosp does not (it starts from its restingConc).
+        # The species' values still set the ion's cai0/cao0 (_ion_defaults).
+        reads = self.model.mechanisms[species["mechanism"]].reads
+        values = {k: v for k, v in species["values"].items() if k in reads}
         return {"section": species["section"], "neuron_name": name, "range": values,
                 "id": species["id"]}
 
@@ -180,9 +202,12 @@ class Planner:
 
     def _density_recording(self, ref: QuantityRef, loc: dict, cell_type: dict) -> dict:
         # BIOPHYS_ID/membraneProperties/DENSITY_ID[/CHANNEL_ID]/gate/.../variable
+        # (membraneProperties2CaPools in a cell2CaPools)
         path = list(ref.path)
-        if "membraneProperties" in path:
-            path = path[path.index("membraneProperties") + 1:]
+        for element in _MEMBRANE_PROPERTIES:
+            if element in path:
+                path = path[path.index(element) + 1:]
+                break
         density = next((p for p in cell_type["placements"] if path and p["id"] == path[0]
                         and p["section"] == loc["section"]), None)
         if density is None:
@@ -199,6 +224,8 @@ class Planner:
             return {**loc, "what": "gdensity", "mechanism": density["neuron_name"]}
         if ref.variable == "iDensity" and len(path) == 1:
             return self._idensity(ref, loc, density)
+        if ref.variable == "erev" and len(path) == 1:
+            return self._erev(ref, loc, density)
         var = "_".join(path[1:] + [ref.variable])
         unit = _unit_of(mech, var, ref.text)
         self.plan.units[ref.text] = TO_SI.get(unit, 1.0)
@@ -216,6 +243,15 @@ class Planner:
         self.plan.units[ref.text] = TO_SI["mA_per_cm2"]
         return {**loc, "what": "idensity", "mechanism": density["neuron_name"],
                 "gmax": rng["gmax"][compartment], "erev": rng["erev"][compartment]}
+
+    def _erev(self, ref: QuantityRef, loc: dict, density: dict) -> dict:
+        """A density's erev: the fixed RANGE PARAMETER, or the Nernst potential the mod
+        computes (RANGE ``erev`` too, emit.py); GHK/GHK2 currents have none."""
+        if density.get("erev_mode") not in ("fixed", "nernst"):
+            raise UnsupportedError(f"recording {ref.text}: a {density.get('erev_mode')} "
+                                   "density has no reversal potential")
+        self.plan.units[ref.text] = TO_SI["mV"]
+        return {**loc, "what": "range", "name": f"erev_{density['neuron_name']}"}
 
     def _mechanism_id(self, placement_id: str) -> str:
         for cell in self.model.cells.values():

@@ -26,7 +26,7 @@ from ...errors import UnsupportedError
 from ...ir.model import Model
 from ...ir.simulation import Simulation
 from .emit import Binding
-from .plan import Plan, Planner
+from .plan import Plan, Planner, channel_binding
 from .sens_emit import emit_companion
 
 #: NeuroML placement attribute -> the IR symbol of a channel's placement parameter.
@@ -76,9 +76,7 @@ def resolve(model: Model, path: str) -> Target:
 
 def _binding(placement: dict) -> Binding:
     # as Planner._channel: the same (mechanism, binding) gives the same primal mod
-    return Binding(ion=None if placement["ion"] == "non_specific" else placement["ion"],
-                   erev=placement["erev_mode"],
-                   vshift=placement["kind"] == "channelDensityVShift")
+    return channel_binding(placement)
 
 
 class ShadowPlanner:
