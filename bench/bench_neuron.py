@@ -8,14 +8,21 @@
    LEMS ``<Simulation>`` step; the table shows each side's dt as its runner set it), as
    reported by each generated runner around its own run call (building and saving excluded):
    jNeuroML's ``LEMS_X_nrn.py`` and our converted model's ``nmlg_runner.py``, each on its
-   mods compiled with ``nrnivmodl``.
+   mods compiled with ``nrnivmodl``; wall-clock and CPU time (``time.process_time``, which
+   unlike wall time does not count the waiting for a core on a loaded machine) around that
+   call.  Our runner prints both; jNeuroML's script times ``h.run()`` with ``time.time()``,
+   so it runs under a wrapper (:data:`JNML_CLOCK`) that logs the process CPU time at each
+   ``time.time()`` call.
    Repeats of the two sides alternate, so a change of machine load hits both alike.
 
 jNeuroML writes its output beside the LEMS file: every model folder is copied to a temporary
 folder first (the corpus stays read-only).
 
-Usage: python bench/bench_neuron.py [--repeat N] [--md FILE] [LEMS_FILE ...]
-(default: the HH cell (LEMS_NML2_Ex5_DetCell) and the Hay L5PC simulation of the corpus).
+Usage: python bench/bench_neuron.py [--repeat N] [--md FILE] [--length MS] [--no-convert]
+[LEMS_FILE ...] (default: the HH cell (LEMS_NML2_Ex5_DetCell) and the Hay L5PC simulation of
+the corpus).  ``--length`` shortens every simulation (the copy's ``<Simulation length>``, for
+both sides), e.g. for the full Hay cell ``LEMS_TestL5PC.xml`` (3 s of 4,000 segments);
+``--no-convert`` times the simulations only.
 Needs pyneuroml (pynml, Java) and NEURON; NEURON_HOME is set for pynml automatically.
 """
 
@@ -95,15 +102,15 @@ def ours_compile(lems: Path, out: Path) -> Path:
     return folder
 
 
-def ours_simulate(folder: Path, lems: Path) -> tuple[float, float]:
-    """(simulation s, dt ms) from the converted model's standalone runner."""
-    lib = next(folder.glob("*/libnrnmech.so"))
-    # not from ``folder``: NEURON auto-loads ./x86_64 at import, and the runner's own load of
-    # the same library then fails ("user defined name already exists")
-    _, _, log = timed([sys.executable, str(folder / "nmlg_runner.py"), str(folder / "plan.json"),
-                       str(lib), str(folder / "out.npz")], cwd=folder.parent)
-    took = float(re.search(r"simulation took ([0-9.]+) s", log).group(1))
-    return took, _our_dt(lems)
+def ours_simulate(folder: Path, lems: Path) -> tuple[float, float, float]:
+    """(simulation s, its CPU s, dt ms) from the converted model's standalone
+    runner, run as the README says: ``python nmlg_runner.py plan.json x86_64/libnrnmech.so
+    out.npz`` inside the converted folder."""
+    lib = next(folder.glob("*/libnrnmech.so")).relative_to(folder)
+    _, _, log = timed([sys.executable, "nmlg_runner.py", "plan.json", str(lib), "out.npz"],
+                      cwd=folder)
+    took, cpu = re.search(r"simulation took ([0-9.]+) s, CPU ([0-9.]+) s", log).groups()
+    return float(took), float(cpu), _our_dt(lems)
 
 
 def _our_dt(lems: Path) -> float:
@@ -124,12 +131,46 @@ def jnml_compile(lems: Path) -> None:
     timed(["nrnivmodl"], cwd=lems.parent)
 
 
-def jnml_simulate(lems: Path) -> tuple[float, float]:
+#: Runs jNeuroML's ``LEMS_X_nrn.py`` as its ``__main__``, printing ``bench-clock WALL CPU``
+#: at each ``time.time()`` call: the script brackets ``h.run()`` with two such calls.
+JNML_CLOCK = """\
+import runpy, sys, time
+wall = time.time
+def clock():
+    now = wall()
+    print(f"bench-clock {now!r} {time.process_time()!r}", flush=True)
+    return now
+time.time = clock
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def jnml_simulate(lems: Path) -> tuple[float, float, float]:
+    """(simulation s, its CPU s, dt ms) of jNeuroML's runner."""
     script = lems.name.replace(".xml", "_nrn.py")
-    _, _, out = timed([sys.executable, script, "-nogui"], cwd=lems.parent, env=jnml_env())
+    _, _, out = timed([sys.executable, "-c", JNML_CLOCK, script, "-nogui"], cwd=lems.parent,
+                      env=jnml_env())
     took = float(re.search(r"Finished NEURON simulation in ([0-9.]+) seconds", out).group(1))
     dt = float(re.search(r"dt = ([0-9.eE+-]+)ms", out).group(1))
-    return took, dt
+    clocks = [(float(w), float(c)) for w, c in re.findall(r"bench-clock (\S+) (\S+)", out)]
+    # the consecutive pair of time.time() calls whose wall difference is the reported time
+    pair = min(zip(clocks, clocks[1:]), key=lambda p: abs(p[1][0] - p[0][0] - took))
+    if abs(pair[1][0] - pair[0][0] - took) > 1e-5:
+        raise RuntimeError("could not find the time.time() calls around jNeuroML's h.run()")
+    return took, pair[1][1] - pair[0][1], dt
+
+
+def shorten(lems: Path, length_ms: float) -> None:
+    """Set the ``<Simulation length>`` of a (copied) LEMS file, written either way LEMS
+    allows: ``<Simulation ...>`` or ``<Component type="Simulation" ...>``."""
+    text = lems.read_text()
+    sim = re.compile(r'(<(?:Simulation\b|Component\s+type="Simulation")[^>]*?\blength=")'
+                     r'[^"]*(")')
+    if not sim.search(text):
+        raise RuntimeError(f"no <Simulation length=...> in {lems}")
+    lems.write_text(sim.sub(lambda m: f"{m.group(1)}{length_ms:g}ms{m.group(2)}", text,
+                            count=1))
 
 
 # ------------------------------------------------------------------------------ table
@@ -150,9 +191,10 @@ class Row:
         return min(self.times[key])
 
 
-def bench(lems: Path, repeat: int) -> Row:
+def bench(lems: Path, repeat: int, length_ms: float | None = None,
+          convert: bool = True) -> Row:
     row = Row(lems.name)
-    for _ in range(repeat):
+    for _ in range(repeat if convert else 0):
         with tempfile.TemporaryDirectory() as tmp:
             copy = copy_model(lems, Path(tmp))
             for key, value in zip(("ours wall", "ours cpu"), ours_convert(copy, Path(tmp) / "o")):
@@ -161,33 +203,57 @@ def bench(lems: Path, repeat: int) -> Row:
                 row.add(key, value)
     with tempfile.TemporaryDirectory() as tmp:
         copy = copy_model(lems, Path(tmp))
+        if length_ms is not None:
+            shorten(copy, length_ms)
         jnml_convert(copy)
         jnml_compile(copy)
         ours = ours_compile(copy, Path(tmp) / "ours")
         for _ in range(repeat):
-            took, row.dt["jnml"] = jnml_simulate(copy)
+            took, cpu, row.dt["jnml"] = jnml_simulate(copy)
             row.add("jnml sim", took)
-            took, row.dt["ours"] = ours_simulate(ours, copy)
+            row.add("jnml sim cpu", cpu)
+            took, cpu, row.dt["ours"] = ours_simulate(ours, copy)
             row.add("ours sim", took)
+            row.add("ours sim cpu", cpu)
     return row
 
 
 def table(rows: list[Row]) -> str:
+    return (convert_table(rows) + "\n\n" if all("ours wall" in r.times for r in rows)
+            else "") + simulate_table(rows)
+
+
+def convert_table(rows: list[Row]) -> str:
     lines = [
         "| model | convert wall: ours / jNeuroML (s) | speed-up | convert CPU: ours / jNeuroML"
-        " (s) | speed-up | dt ours / jNeuroML (ms) | simulate: ours / jNeuroML (s, median)"
-        " | speed-up (median) | speed-up (best of each) |",
-        "|---|---|---|---|---|---|---|---|---|"]
+        " (s) | speed-up |",
+        "|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r.model} | {r.med('ours wall'):.2f} / {r.med('jnml wall'):.2f} | "
             f"{r.med('jnml wall') / r.med('ours wall'):.1f}x | "
             f"{r.med('ours cpu'):.2f} / {r.med('jnml cpu'):.2f} | "
-            f"{r.med('jnml cpu') / r.med('ours cpu'):.1f}x | "
-            f"{r.dt['ours']:g} / {r.dt['jnml']:g} | "
+            f"{r.med('jnml cpu') / r.med('ours cpu'):.1f}x |")
+    return "\n".join(lines)
+
+
+def simulate_table(rows: list[Row]) -> str:
+    """Speed-ups are jNeuroML's time over ours (> 1: ours faster), of the medians and of the
+    minima (the least disturbed run of each side)."""
+    lines = [
+        "| model | dt ours / jNeuroML (ms) | simulation wall, as each runner reports it:"
+        " ours / jNeuroML (s, median) | speed-up (median) | speed-up (min) | simulation"
+        " CPU: ours / jNeuroML (s, median) | speed-up (median) | speed-up (min) |",
+        "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r.model} | {r.dt['ours']:g} / {r.dt['jnml']:g} | "
             f"{r.med('ours sim'):.3f} / {r.med('jnml sim'):.3f} | "
             f"{r.med('jnml sim') / r.med('ours sim'):.2f}x | "
-            f"{r.best('jnml sim') / r.best('ours sim'):.2f}x |")
+            f"{r.best('jnml sim') / r.best('ours sim'):.2f}x | "
+            f"{r.med('ours sim cpu'):.3f} / {r.med('jnml sim cpu'):.3f} | "
+            f"{r.med('jnml sim cpu') / r.med('ours sim cpu'):.2f}x | "
+            f"{r.best('jnml sim cpu') / r.best('ours sim cpu'):.2f}x |")
     return "\n".join(lines)
 
 
@@ -207,15 +273,17 @@ def main() -> None:
     ap.add_argument("models", nargs="*", type=Path, default=DEFAULT)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--md", type=Path, help="also write machine, command and table here")
+    ap.add_argument("--length", type=float, metavar="MS",
+                    help="simulate MS milliseconds instead of the LEMS file's length")
+    ap.add_argument("--no-convert", action="store_true", help="time the simulations only")
     args = ap.parse_args()
     about = machine()
     rows = []
     for lems in args.models:
-        rows.append(bench(lems, args.repeat))
+        rows.append(bench(lems, args.repeat, args.length, not args.no_convert))
         print(f"{lems.name}: {rows[-1].times}", file=sys.stderr)
     text = (f"Machine: {about}; load average at end {os.getloadavg()[0]:.1f}\n\n"
-            f"Command: `python bench/bench_neuron.py --repeat {args.repeat}"
-            + "".join(f" {m}" for m in sys.argv[1:] if m.endswith(".xml")) + "`\n\n"
+            f"Command: `python bench/bench_neuron.py {' '.join(sys.argv[1:])}`\n\n"
             + table(rows) + "\n")
     print(text)
     if args.md:

@@ -81,15 +81,18 @@ P = NmodlPrinter()
 
 
 @pytest.mark.parametrize("expr, nmodl", [
-    (x ** 3, "x^3"),                          # integer exponents stay integers
-    (x ** -2, "1/x^2"),
+    (x ** 3, "x*x*x"),                        # small whole powers of a name: no pow()
+    (x ** 5, "x^5"),                          # integer exponents stay integers
+    (x ** -2, "1/(x*x)"),
+    (y / x ** 2, "y/(x*x)"),                  # the product keeps the precedence of ^
+    (sympy.exp(x ** 2), "exp(x*x)"),
     (sympy.sqrt(x), "sqrt(x)"),
     (1 / sympy.sqrt(x), "1/sqrt(x)"),
     ((a + b) ** 2, "(a + b)^2"),
-    (x ** y, "x^y"),
-    (x ** (y + 1), "x^(y + 1)"),
+    (x ** y, "power(x, y)"),                  # symbolic exponents: products when whole
+    (x ** (y + 1), "power(x, y + 1)"),
     (x ** sympy.Float(1.5), "x^1.5"),
-    (-x ** 2, "-x^2"),                        # NMODL: ^ binds tighter than unary minus
+    (-x ** 5, "-x^5"),                        # NMODL: ^ binds tighter than unary minus
     (sympy.exp(x) * a, "a*exp(x)"),
     (sympy.log(x), "log(x)"),
     (sympy.Abs(x), "fabs(x)"),
@@ -275,6 +278,41 @@ def test_hh_channel(hh):
     assert "ina = fopen*gmax*(v - erev)" in lines
     assert "m_forwardRate_r = m_forwardRate_rate*exprelr(-m_forwardRate_x)" in lines
     assert "FUNCTION exprelr(x) {" in lines
+
+
+def test_gate_powers_multiply_in_breakpoint(hh):
+    """BREAKPOINT runs twice per step (NEURON's di/dv): a gate power there is a product for
+    the model's instances, and pow() (through power()) only if instances is changed."""
+    bp = _block(emit(hh["hh_na"])[1], "BREAKPOINT {")
+    i = bp.index("if (m_instances == 3) {")
+    assert bp[i:i + 5] == ["if (m_instances == 3) {", "m_fcond = m_q*m_q*m_q", "} else {",
+                           "m_fcond = power(m_q, m_instances)", "}"]
+    assert "h_fcond = h_q" in bp and "h_fcond = power(h_q, h_instances)" in bp
+    assert "FUNCTION power(x, n) {" in emit(hh["hh_na"])[1]
+    # the jNeuroML-like mode keeps its lagged gate powers in the DERIVATIVE block
+    deriv = _block(emit(hh["hh_na"], integration="jnml_neuron")[1], "DERIVATIVE states {")
+    assert "m_fcond = pow(m_q, m_instances)" in deriv
+
+
+def test_ions_neuron_does_not_know_get_a_valence(tmp_path):
+    """NEURON refuses, at start-up (auto-loading ./x86_64 in a converted model's folder), a
+    library using an ion without a charge: Hay's Ih writes ``ihcn``."""
+    path = tmp_path / "hcn.nml"
+    path.write_text('<neuroml xmlns="http://www.neuroml.org/schema/neuroml2" id="hcn">'
+                    '<ionChannelHH id="ih" conductance="10pS" species="hcn"/>'
+                    '<ionChannelHH id="cl" conductance="10pS" species="cl"/></neuroml>')
+    mechs = load_model(path).mechanisms
+    assert "USEION hcn WRITE ihcn VALENCE 1" in emit(mechs["ih"])[1]
+    assert "USEION cl WRITE icl VALENCE -1" in emit(mechs["cl"])[1]
+    assert "VALENCE" not in emit(mechs["ih"], binding=Binding(ion="k"))[1]
+
+
+def test_exprelr_has_one_exp_per_call():
+    from nml_gradiff.backends.neuron.printer import FUNCTION_DEFINITIONS
+    body = FUNCTION_DEFINITIONS["exprelr"]
+    code = [ln.split(":")[0] for ln in body.splitlines()]
+    # one exp per branch, no log: the series branch has none
+    assert all(ln.count("exp(") <= 1 for ln in code) and "log(" not in "".join(code)
 
 
 def test_channels_never_read_neurons_reversal_potential(hh):

@@ -147,3 +147,89 @@ def test_fitzhugh_nagumo_integrations(tmp_path, integration, peak_ms):
     d = np.diff(v)
     peaks = t[np.flatnonzero((d[1:] <= 0) & (d[:-1] > 0)) + 1] * 1000
     assert peaks[0] == pytest.approx(peak_ms, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- NMODL FUNCTIONs
+
+FUNCTIONS_RUN = """\
+import json, sys
+from neuron import h
+h.nrn_load_dll(sys.argv[1])
+xs, ns = json.loads(sys.argv[2]), json.loads(sys.argv[3])
+print(json.dumps({"exprelr": [h.exprelr_nmlg_fns(x) for x in xs],
+                  "prime": [h.exprelr_prime_nmlg_fns(x) for x in xs],
+                  "power": [[h.power_nmlg_fns(x, n) for n in ns] for x in xs]}))
+"""
+
+
+def test_nmodl_functions_are_accurate_in_neuron():
+    """The FUNCTIONs our mods define, compiled by nrnivmodl and called in NEURON, against
+    50-digit references: exprelr (one exp; a series near its removable singularity),
+    exprelr_prime and power (products for whole exponents up to 4, else pow)."""
+    import subprocess
+    import sys
+
+    import mpmath
+
+    from nml_gradiff.backends.neuron.build import build
+    from nml_gradiff.backends.neuron.printer import FUNCTION_DEFINITIONS
+
+    mod = "NEURON {\n    SUFFIX nmlg_fns\n    THREADSAFE\n}\n\n" + "\n".join(
+        FUNCTION_DEFINITIONS[f] for f in ("exprelr", "exprelr_prime", "power"))
+    lib = build({"nmlg_fns": mod})
+    xs = [0.0, 5e-324, -1e-300, 1e-12, -1e-8, 1e-5, 0.013, -0.3, 0.4999999, 0.5, -0.5,
+          0.5000001, 0.72327690798582, -0.9, 1.0, 2.5, -7.0, 30.0, -40.0, 699.0, 701.0, 740.0,
+          -701.0, -800.0]
+    ns = [0, 1, 2, 3, 4, 2.5, 5]
+    proc = subprocess.run([sys.executable, "-c", FUNCTIONS_RUN, str(lib), json.dumps(xs),
+                           json.dumps(ns)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    mpmath.mp.dps = 50
+    eps = np.finfo(float).eps
+
+    def rel(value, ref):
+        ref = float(ref)
+        return abs(value - ref) / abs(ref) if ref else abs(value)
+
+    for x, e, p, pw in zip(xs, got["exprelr"], got["prime"], got["power"]):
+        X = mpmath.mpf(x)
+        ref = X / mpmath.expm1(X) if x else mpmath.mpf(1)
+        # tiny results (x > 700) are subnormal or 0 in double: compare absolutely there
+        assert rel(e, ref) <= 2 * eps or abs(e - float(ref)) < 1e-290, (x, e, ref)
+        ref_p = mpmath.diff(lambda t: t / mpmath.expm1(t), X) if x else mpmath.mpf(-0.5)
+        assert rel(p, ref_p) <= 1e-13 or abs(p - float(ref_p)) < 1e-290, (x, p, ref_p)
+        for n, value in zip(ns, pw):
+            if x < 0 and n != int(n):
+                assert np.isnan(value)          # as pow(): no real value
+                continue
+            assert rel(value, X ** n if x or n else 1) <= 4 * eps \
+                or abs(value - float(abs(X) ** n)) < 1e-290, (x, n, value)
+
+
+# ----------------------------------------------------------------------------- standalone runner
+
+def test_standalone_runner_inside_the_converted_folder(tmp_path):
+    """README: ``nrnivmodl mods && python nmlg_runner.py plan.json x86_64/libnrnmech.so
+    out.npz`` in the converted folder.  NEURON loads ./x86_64's library by itself there; the
+    runner must not load it again ("user defined name already exists")."""
+    import platform
+    import shutil
+    import subprocess
+    import sys
+
+    from nml_gradiff.backends.neuron.build import build
+
+    out = tmp_path / "out"
+    assert main(["convert", str(LEMS), "-o", str(out)]) == 0
+    folder = out / "LEMS_hh"
+    mods = {p.stem: p.read_text() for p in sorted((folder / "mods").glob("*.mod"))}
+    arch = folder / platform.machine()
+    arch.mkdir()
+    shutil.copy(build(mods), arch / "libnrnmech.so")      # what nrnivmodl mods leaves there
+    lib = f"{platform.machine()}/libnrnmech.so"
+    proc = subprocess.run([sys.executable, "nmlg_runner.py", "plan.json", lib, "out.npz"],
+                          cwd=folder, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    v = np.load(folder / "out.npz")["r0"]
+    assert v[0] == pytest.approx(-65.0) and v.max() > 0     # it spikes: the HH mods ran

@@ -15,11 +15,37 @@ per population, how many cells to make; then inputs and what to record.
 
 from __future__ import annotations
 
+import glob
+import os
+import platform
+
 
 def load_library(path):
+    """Load the mechanism library ``path`` unless this process has it already.
+
+    NEURON loads ``./<arch>/libnrnmech.so`` by itself when it is imported in a folder that
+    has one (``nrnivmodl``'s output, e.g. a converted model's folder); loading the same
+    library a second time fails with "user defined name already exists".
+    """
     from neuron import h
+    if _already_loaded(path):
+        return
     if not h.nrn_load_dll(str(path)):
         raise RuntimeError(f"NEURON could not load the mechanism library {path}")
+
+
+def _already_loaded(path) -> bool:
+    target = os.path.realpath(path)
+    try:
+        with open("/proc/self/maps") as fh:      # Linux: every file mapped into the process
+            return any(line.rstrip("\n").endswith(" " + target) for line in fh)
+    except OSError:
+        pass
+    # elsewhere: the files NEURON's start-up loads from the working directory
+    arch = platform.machine()
+    return any(os.path.exists(c) and os.path.samefile(c, path)
+               for c in glob.glob(os.path.join(arch, "libnrnmech.*"))
+               + glob.glob(os.path.join(arch, ".libs", "libnrnmech.*")))
 
 
 def _section(h, cell_name, sec):

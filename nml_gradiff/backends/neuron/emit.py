@@ -130,7 +130,7 @@ RESERVED = frozenset("""
     exp exp2 expm1 log log10 log1p log2 sqrt cbrt pow fabs abs sin cos tan asin acos atan atan2
     sinh cosh tanh asinh acosh atanh erf erfc gamma lgamma tgamma floor ceil fmod round trunc
     hypot j0 j1 jn y0 y1 yn nan isnan isinf fmin fmax
-    rates states states_implicit kin nc_weight exprelr exprelr_prime heaviside
+    rates states states_implicit kin nc_weight exprelr exprelr_prime heaviside power
     """.split())
 
 
@@ -338,7 +338,7 @@ class _Emitter:
             # (a point cell's leak current); computed after, it would be a call stale, and
             # NEURON's di/dv (BREAKPOINT at v + 0.001, then at v) would be garbage.
             self.call_rates(block, [self.mech.derived[n].expr for n in self.state_dep])
-            self.state_dependent(block)
+            self.state_dependent(block, whole_powers=True)
 
     def initial_extra(self, block: Block) -> None:
         pass
@@ -425,12 +425,32 @@ class _Emitter:
                 block.locals.append(name)
             block.assign(name, expr)
 
-    def state_dependent(self, block: Block, only: set[str] | None = None) -> None:
-        """Assign the derived quantities that depend on states (those in ``only``)."""
+    def state_dependent(self, block: Block, only: set[str] | None = None,
+                        whole_powers: bool = False) -> None:
+        """Assign the derived quantities that depend on states (those in ``only``);
+        ``whole_powers``: with :meth:`whole_powers` (BREAKPOINT)."""
         names = [n for n in self.mech.derived if n in self.state_dep
                  and (only is None or n in only)]
-        self.assign_all(block, [(self.names[n], self.tr(self.mech.derived[n].expr))
-                                for n in names])
+        exprs = [self.mech.derived[n].expr for n in names]
+        if whole_powers:
+            exprs = [self.whole_powers(e) for e in exprs]
+        self.assign_all(block, [(self.names[n], self.tr(e)) for n, e in zip(names, exprs)])
+
+    def whole_powers(self, expr) -> sympy.Expr:
+        """``q^n``, with ``n`` a parameter whose model value ``k`` is 1 to 4 (a gate's
+        ``instances``), as ``if (n == k) {q*...*q} else {q^n}``: the same value, without a
+        ``pow`` call for the model as written.  BREAKPOINT runs twice per time step (NEURON's
+        di/dv), so a gate power there is two ``pow`` calls per gate and compartment."""
+        params = self.mech.parameters
+
+        def whole(e):
+            return isinstance(e, sympy.Pow) and e.exp.is_Symbol and e.exp.name in params \
+                and float(params[e.exp.name].value) in (1.0, 2.0, 3.0, 4.0)
+
+        def specialise(e):
+            k = int(float(params[e.exp.name].value))
+            return sympy.Piecewise((e.base ** k, sympy.Eq(e.exp, k)), (e, True))
+        return sympy.sympify(expr).replace(whole, specialise)
 
     def call_rates(self, block: Block, exprs) -> None:
         """``rates()`` in ``block`` if ``exprs`` need it and it was not called yet there."""
@@ -510,8 +530,8 @@ class _Emitter:
                 text += " READ " + ", ".join(sorted(rw["read"]))
             if rw["write"]:
                 text += " WRITE " + ", ".join(sorted(rw["write"]))
-            if ion not in ("ca", "na", "k") and ion.startswith("ca"):
-                text += " VALENCE 2"  # NeuroML's second calcium pools (ca2) carry calcium
+            if ion not in ("ca", "na", "k"):
+                text += f" VALENCE {_valence(ion)}"
             lines.append(text)
         lines += self.neuron_block()
         return lines + _wrapped("RANGE", self.range_names())
@@ -695,6 +715,18 @@ class _Emitter:
         if name not in self.mech.states:
             raise UnsupportedError(f"an event assigns {name}, which is not a state variable")
         return self.names[name]
+
+
+def _valence(ion: str) -> int:
+    """The VALENCE of an ion NEURON does not define (only na, k and ca are built in).
+    NEURON refuses a library that uses an ion without a charge when it loads it at start-up
+    (``./x86_64`` in the working directory).  NeuroML gives none: our channels have their own
+    erev and never read NEURON's e<ion>, so the charge matters only to NEURON's bookkeeping;
+    NeuroML's second calcium pools (ca2) carry calcium, chloride is -1, others 1 (as
+    jNeuroML's export assumes)."""
+    if ion.startswith("ca"):
+        return 2
+    return -1 if ion == "cl" else 1
 
 
 def _canonical_order(derived: dict) -> dict:

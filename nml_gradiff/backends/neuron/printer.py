@@ -10,8 +10,12 @@ NMODL is C-like, with differences that shape this printer:
 * Only nocmodl's own function list can be called; others (``expm1``, ``log1p``, ``hypot``, ...)
   compile to calls with the wrong arguments.  The safe functions of the IR are printed as calls
   to FUNCTIONs that the mod file defines itself (:data:`FUNCTION_DEFINITIONS`): ``exprelr``
-  (NEURON's hoc has a builtin of that name, but NMODL code cannot call it), ``exprelr_prime``
-  and ``heaviside``.
+  (NEURON's hoc has a builtin of that name, but NMODL code cannot call it), ``exprelr_prime``,
+  ``heaviside`` and ``power``.
+* nocmodl turns every ``^`` into ``pow``, which costs several multiplications: a name to a
+  whole power 2 to 4 prints as a product (``x*x*x``), and a power with a symbolic exponent
+  (``q^instances``) as ``power(q, instances)``, a FUNCTION that multiplies for whole exponents
+  up to 4 and calls ``pow`` otherwise.
 * Numbers print with full double precision (``repr`` of the float, the shortest string that
   reads back to the same double); never single precision.
 
@@ -45,23 +49,52 @@ KNOWN_FUNCTIONS = {
 #: Functions a mod file defines for itself when it uses them (name -> NMODL source).
 FUNCTION_DEFINITIONS: dict[str, str] = {}
 
-FUNCTION_DEFINITIONS["exprelr"] = """\
-FUNCTION exprelr(x) {
-    : x/(exp(x) - 1), equal to 1 at x = 0 (the removable singularity of HH rates and GHK).
-    : log(u)/(u - 1) with u = exp(x) is accurate to a few ulp (Kahan's expm1 trick; nocmodl
-    : has no expm1): the rounding of u cancels between numerator and denominator.
-    LOCAL u
-    if (x > 700) {
+#: Taylor coefficients of exprelr(x) = 1 - x/2 + sum_k B_2k x^2k/(2k)!, k = 1..8: through x^16
+#: the series is exact to < 1e-19 for |x| < 1/2 (the next term is 3e-20 there).
+_EXPRELR_EVEN_COEFFS = [float(sympy.bernoulli(2 * k) / sympy.factorial(2 * k))
+                        for k in range(1, 9)]
+_EXPRELR_SERIES_MAX = 0.5
+
+
+def _exprelr_series() -> str:
+    body = repr(_EXPRELR_EVEN_COEFFS[-1])
+    for c in reversed(_EXPRELR_EVEN_COEFFS[:-1]):
+        body = f"{repr(c)} + x2*({body})"
+    return f"1 - x/2 + x2*({body})"
+
+
+FUNCTION_DEFINITIONS["exprelr"] = f"""\
+FUNCTION exprelr(x) {{
+    : x/(exp(x) - 1), equal to 1 at x = 0 (the removable singularity of HH rates and GHK),
+    : with one exp at most: for |x| >= {_EXPRELR_SERIES_MAX} the rounding of exp(x) costs ~1 ulp (the
+    : denominator does not cancel), below it a Taylor series (error < 1e-19) replaces the
+    : cancelling closed form.  Within 1.3 ulp of the exact value everywhere.
+    LOCAL x2
+    if (fabs(x) < {_EXPRELR_SERIES_MAX}) {{
+        x2 = x*x
+        exprelr = {_exprelr_series()}
+    }} else if (x > 700) {{
         exprelr = x*exp(-x)
-    } else if (x < -700) {
-        exprelr = -x
+    }} else {{
+        exprelr = x/(exp(x) - 1)
+    }}
+}}
+"""
+
+FUNCTION_DEFINITIONS["power"] = """\
+FUNCTION power(x, n) {
+    : x^n.  Gate powers (instances) are small whole numbers: products for n = 1 to 4 cost
+    : far less than pow(), and BREAKPOINT, where they are computed, runs twice per step.
+    if (n == 1) {
+        power = x
+    } else if (n == 2) {
+        power = x*x
+    } else if (n == 3) {
+        power = x*x*x
+    } else if (n == 4) {
+        power = x*x*x*x
     } else {
-        u = exp(x)
-        if (u == 1) {
-            exprelr = 1
-        } else {
-            exprelr = log(u)/(u - 1)
-        }
+        power = x^n
     }
 }
 """
@@ -81,14 +114,15 @@ FUNCTION exprelr_prime(x) {{
     : d/dx exprelr(x), equal to -1/2 at 0: a Taylor series for |x| < {_PRIME_SERIES_MAX} (the closed form
     : cancels there), else exp(-a)*(s - a)/s^2 with a = |x|, s = 1 - exp(-a), and
     : exprelr'(x) = -1 - exprelr'(-x) for x < 0.
-    LOCAL a, s, x2
+    LOCAL a, e, s, x2
     if (fabs(x) < {_PRIME_SERIES_MAX}) {{
         x2 = x*x
         exprelr_prime = {_prime_series()}
     }} else {{
         a = fabs(x)
-        s = 1 - exp(-a)
-        exprelr_prime = exp(-a)*(s - a)/(s*s)
+        e = exp(-a)
+        s = 1 - e
+        exprelr_prime = e*(s - a)/(s*s)
         if (x < 0) {{
             exprelr_prime = -1 - exprelr_prime
         }}
@@ -144,7 +178,8 @@ class NmodlPrinter(CodePrinter):
         of derivative equations (cnexp, derivimplicit) fails on ``^`` (NEURON 9.0)."""
         self.caret = caret
         try:
-            return self._print(sympy.sympify(expr))
+            expr = sympy.sympify(expr)
+            return (caret and _product(expr)) or self._print(expr)
         finally:
             self.caret = True
 
@@ -233,6 +268,12 @@ class NmodlPrinter(CodePrinter):
             return f"1/{self.parenthesize(base ** -exp, PRECEDENCE['Mul'] + 1)}"
         if not self.caret:
             return f"pow({self._print(base)}, {self._print(exp)})"
+        product = _product(expr)
+        if product:                 # parenthesized: it binds looser than the ^ it replaces
+            return f"({product})"
+        if not exp.is_Number:
+            self.used.add("power")
+            return f"power({self._arg(base)}, {self._arg(exp)})"
         b = self.parenthesize(base, PRECEDENCE["Pow"] + 1)
         if (base.is_Number and base.is_negative) or b.startswith("-"):
             b = f"({self._print(base)})"
@@ -264,20 +305,24 @@ class NmodlPrinter(CodePrinter):
         raise ValueError("NMODL has no conditional expression: lift Piecewise with Block.assign")
 
     # ---------------------------------------------------------------- functions
+    def _arg(self, expr) -> str:
+        """A function argument: a product needs no parentheses there."""
+        return (self.caret and _product(expr)) or self._print(expr)
+
     def _print_Function(self, expr):
         name = type(expr).__name__
         if name in KNOWN_FUNCTIONS:
-            args = ", ".join(self._print(a) for a in expr.args)
+            args = ", ".join(self._arg(a) for a in expr.args)
             return f"{KNOWN_FUNCTIONS[name]}({args})"
         raise UnsupportedError(f"the function {name}() in NMODL")
 
     def _print_ExpRelr(self, expr):
         self.used.add("exprelr")
-        return f"exprelr({self._print(expr.args[0])})"
+        return f"exprelr({self._arg(expr.args[0])})"
 
     def _print_ExpRelrPrime(self, expr):
         self.used.add("exprelr_prime")
-        return f"exprelr_prime({self._print(expr.args[0])})"
+        return f"exprelr_prime({self._arg(expr.args[0])})"
 
     def _print_ExpRelrDerivative(self, expr):
         raise UnsupportedError(f"the {expr.args[0]}th derivative of exprelr in NMODL")
@@ -290,7 +335,7 @@ class NmodlPrinter(CodePrinter):
         if len(expr.args) > 1 and expr.args[1] != sympy.S.Half:
             raise UnsupportedError(f"Heaviside with H(0) = {expr.args[1]} in NMODL")
         self.used.add("heaviside")
-        return f"heaviside({self._print(expr.args[0])})"
+        return f"heaviside({self._arg(expr.args[0])})"
 
     def _print_Symbol(self, expr):
         return expr.name
@@ -310,6 +355,15 @@ class NmodlPrinter(CodePrinter):
 
 
 # ----------------------------------------------------------------------------- tidy
+
+
+def _product(expr) -> str | None:
+    """``x*x*x`` for ``x^3`` (whole exponents 2 to 4 of a name), else None: nocmodl turns
+    ``^`` into ``pow``, which costs several multiplications."""
+    if isinstance(expr, sympy.Pow) and expr.base.is_Symbol and expr.exp.is_Integer \
+            and 2 <= expr.exp <= 4:
+        return "*".join([expr.base.name] * int(expr.exp))
+    return None
 
 
 def tidy(expr):
