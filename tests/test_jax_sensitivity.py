@@ -28,7 +28,7 @@ import jax.numpy as jnp  # noqa: E402
 from nml_gradiff.backends.jax.emit import emit, load_module  # noqa: E402
 from nml_gradiff.errors import ModelError, UnsupportedError  # noqa: E402
 from nml_gradiff.ingest.simulation import load_simulation  # noqa: E402
-from nml_gradiff.runtime.run import run_lems, select_params  # noqa: E402
+from nml_gradiff.runtime.run import run_lems  # noqa: E402
 
 from conftest import CORPUS, MODELS  # noqa: E402
 
@@ -72,7 +72,7 @@ class Case:
 
     def __init__(self, lems, params, duration, include_dirs=(), name="sens_case"):
         model, sim = load_simulation(lems, include_dirs=list(include_dirs))
-        self.params = select_params(model, params)
+        self.params = model.select_paths(params)
         self.m = load_module(emit(model, sim, params=self.params), name)
         self.duration = duration
         self.t, self.rec, self.sens = jax.jit(
@@ -160,7 +160,7 @@ def hh():
 
 
 def test_hh_sensitivities_equal_jvp(hh):
-    assert hh.m.SENS_PARAMS == tuple(hh.params)      # the model's order (select_params)
+    assert hh.m.SENS_PARAMS == tuple(hh.params)      # the model's order (Model.select_paths)
     assert set(hh.params) == set(HH_PARAMS)
     assert hh.sens["out_v/v"].shape == (3001, len(HH_PARAMS))
     _check_jvp(hh)

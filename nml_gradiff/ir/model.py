@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
+from ..errors import ModelError
 from .cell import Cell
 from .mechanism import Mechanism, Parameter
 
@@ -48,6 +49,14 @@ class Model:
         for the caller to report (see :func:`unmatched`)."""
         return [p for p in self.parameters()
                 if any(fnmatch.fnmatchcase(p.path, pat) for pat in patterns)]
+
+    def select_paths(self, patterns: list[str]) -> list[str]:
+        """``--params``: the paths matching the globs, in the model's order; a glob that
+        matches nothing is an error."""
+        missing = self.unmatched(patterns)
+        if missing:
+            raise ModelError("--params: no parameter matches " + ", ".join(map(repr, missing)))
+        return [p.path for p in self.select(patterns)]
 
     def unmatched(self, patterns: list[str]) -> list[str]:
         paths = [p.path for p in self.parameters()]

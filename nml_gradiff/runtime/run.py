@@ -16,7 +16,6 @@ import numpy as np
 from ..errors import ModelError
 from ..ingest.overrides import apply_overrides
 from ..ingest.simulation import load_simulation
-from ..ir.model import Model
 from ..ir.simulation import Simulation
 from .outputs import output_path, write_columns, write_events
 
@@ -82,16 +81,6 @@ def run_lems(path: Path, backend_name: str, out_dir: Path | None = None, *,
     backend's ``integration``)."""
     model, sim = load_simulation(path, include_dirs=include_dirs, allow_outside=allow_outside)
     apply_overrides(model, list(overrides))
-    params = select_params(model, list(param_globs))
+    params = model.select_paths(list(param_globs))
     traces = backend(backend_name).simulate(model, sim, params, **(backend_options or {}))
     return write_outputs(sim, traces, Path(out_dir) if out_dir else Path(path).parent)
-
-
-def select_params(model: Model, globs: list[str]) -> list[str]:
-    """Parameter paths matching the globs, in the model's order; unmatched globs are errors."""
-    if not globs:
-        return []
-    missing = model.unmatched(globs)
-    if missing:
-        raise ModelError("--params: no parameter matches " + ", ".join(map(repr, missing)))
-    return [p.path for p in model.select(globs)]

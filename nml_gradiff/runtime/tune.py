@@ -24,7 +24,6 @@ from tqdm import tqdm
 from ..errors import ModelError
 from ..ingest.simulation import load_simulation
 from .adam import Adam, AdamOptions
-from .run import select_params
 from .targets import read_target
 from .writeback import write_values
 
@@ -126,7 +125,7 @@ def setup(request: TuneRequest) -> Setup:
     """Load, select and check (bad input fails before any simulation), then run once."""
     model, sim = load_simulation(request.model_file, request.include_dirs,
                                  request.allow_outside)
-    paths = select_params(model, request.param_globs)
+    paths = model.select_paths(request.param_globs)
     by_path = {p.path: p for p in model.parameters()}
     _check_writable(by_path, paths)
     target_file = (read_target(request.target_trace, sim)

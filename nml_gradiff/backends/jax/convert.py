@@ -12,7 +12,6 @@ from pathlib import Path
 
 from ...errors import NothingToConvert
 from ...ingest.simulation import has_simulation, load_simulation
-from ...runtime.run import select_params
 from .emit import emit
 
 
@@ -23,7 +22,7 @@ def convert_file(path: Path, include_dirs=(), allow_outside=False,
         raise NothingToConvert("no <Simulation>: the JAX target converts LEMS simulations",
                                file=path)
     model, sim = load_simulation(path, include_dirs=include_dirs, allow_outside=allow_outside)
-    selected = select_params(model, list(params))
+    selected = model.select_paths(list(params))
     command = "nml-gradiff convert --target jax" + (
         " --params " + " ".join(params) if params else "")
     name = re.sub(r"\W", "_", path.stem) + ".py"

@@ -19,7 +19,6 @@ from pathlib import Path
 from ...errors import ModelError, NothingToConvert, UnsupportedError
 from ...ingest.model import load_model
 from ...ingest.simulation import has_simulation, load_simulation
-from ...runtime.run import select_params
 from . import builder, runner, shadow_builder
 from .emit import emit
 from .plan import make_plan
@@ -69,7 +68,7 @@ def convert_file(path: Path, include_dirs=(), allow_outside=False,
         # the simulation's loader ingests the model too: read the files once
         model, sim = load_simulation(path, include_dirs=include_dirs,
                                      allow_outside=allow_outside)
-        plan = (make_sens_plan(model, sim, select_params(model, list(params))) if params
+        plan = (make_sens_plan(model, sim, model.select_paths(list(params))) if params
                 else make_plan(model, sim))
         files.update({f"mods/{n}.mod": t for n, t in plan.mods.items()})
         files["plan.json"] = json.dumps(plan.data, indent=1, sort_keys=True) + "\n"
