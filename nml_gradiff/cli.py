@@ -116,9 +116,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=["neuron", "lems", "jax"], default="neuron")
     p.add_argument("--params", nargs="+", metavar="GLOB", default=[],
                    help="the parameters whose sensitivities to emit (neuron: shadow cells)")
-    p.add_argument("--sensitivity-units", choices=["si", "internal"], default="si",
+    p.add_argument("--sensitivity-units", choices=["si", "internal"], default=None,
                    help="lems target: sensitivity states with their own SI dimensions, or "
-                        "dimensionless in internal units (for jNeuroML's NEURON export)")
+                        "dimensionless in internal units (default: si for jlems, internal "
+                        "for jnml_neuron)")
+    p.add_argument("--lems-simulator", choices=["jlems", "jnml_neuron"], default="jlems",
+                   help="lems target: the simulator the sensitivities are exact for: jLEMS "
+                        "(jnml -nogui) or jNeuroML's NEURON export (jnml -neuron); "
+                        "docs/lems.md")
     p.add_argument("-o", "--out", metavar="DIR", required=True)
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes")
     _add_model_options(p)

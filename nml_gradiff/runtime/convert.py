@@ -50,8 +50,10 @@ def convert_command(args) -> int:
         convert = partial(convert, params=tuple(args.params))
         settings["params"] = list(args.params)
     if args.target == "lems":       # how sensitivity states are declared (docs/lems.md)
-        convert = partial(convert, sensitivity_units=args.sensitivity_units)
+        convert = partial(convert, sensitivity_units=args.sensitivity_units,
+                          simulator=args.lems_simulator)
         settings["sensitivity_units"] = args.sensitivity_units
+        settings["lems_simulator"] = args.lems_simulator
     entries = run_batch(tasks, out, convert, settings, bases=bases, jobs=max(1, args.jobs),
                         allow_outside=args.allow_outside)
     for e in entries:

@@ -3,7 +3,8 @@
 Input: a LEMS file with a ``<Simulation>`` of one single-compartment cell (see
 :mod:`.system` for what is supported).  Output (docs/lems.md): ``<cell>_sens.xml``,
 ``LEMS_<sim>_sens.xml`` and ``<sim>_sens.columns.json``; run with
-``jnml LEMS_<sim>_sens.xml -nogui``.
+``jnml LEMS_<sim>_sens.xml -nogui`` (``simulator="jlems"``), or export with
+``jnml LEMS_<sim>_sens.xml -neuron`` (``simulator="jnml_neuron"``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from .emit import emit
 
 
 def convert_file(path: Path, include_dirs=(), allow_outside=False,
-                 params: tuple[str, ...] = (), sensitivity_units: str = "si",
-                 ) -> dict[str, str]:
+                 params: tuple[str, ...] = (), sensitivity_units: str | None = None,
+                 simulator: str = "jlems") -> dict[str, str]:
     if not params:
         raise ModelError("--target lems needs --params GLOB... (the parameters whose "
                          "sensitivities to emit; `inspect --params` lists them)", file=path)
@@ -28,6 +29,8 @@ def convert_file(path: Path, include_dirs=(), allow_outside=False,
     missing = model.unmatched(list(params))
     if missing:
         raise ModelError("no parameter matches " + ", ".join(map(repr, missing)), file=path)
-    command = f"nml-gradiff convert, target lems, sensitivity units {sensitivity_units}"
+    command = f"nml-gradiff convert, target lems, for {simulator}" + (
+        f", sensitivity units {sensitivity_units}" if sensitivity_units else "")
     return emit(model, sim, model.select(list(params)), sim_file=Path(path).name,
-                command=command, sensitivity_units=sensitivity_units).files
+                command=command, sensitivity_units=sensitivity_units,
+                simulator=simulator).files

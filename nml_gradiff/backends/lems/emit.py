@@ -14,7 +14,9 @@ factor to internal units.
 
 jLEMS integrates with forward Euler (every state from the derivatives at step n, measured
 in tests/test_lems_backend.py), so the continuous sensitivity equations emitted here are
-the exact derivative of the trajectory jLEMS computes.
+the exact derivative of the trajectory jLEMS computes.  jNeuroML's NEURON export steps v
+one step ahead of the other states; ``simulator="jnml_neuron"`` (:data:`SIMULATORS`)
+emits the reading of dv/dP that is exact there.
 """
 
 from __future__ import annotations
@@ -37,13 +39,31 @@ from .printer import LemsPrinter, check_name, lems_variables
 from .system import I_SYN, CellSystem, cell_system
 from .units import LemsUnit, UnitTable, dimension_of_unit
 
-__all__ = ["emit", "LemsFiles", "CURRENT_CLAMPS", "SENSITIVITY_UNITS"]
+__all__ = ["emit", "LemsFiles", "CURRENT_CLAMPS", "SENSITIVITY_UNITS", "SIMULATORS"]
 
 #: How sensitivity states are declared: "si" with their own dimension (dim x / dim theta,
 #: defined in the file where the core types have none), or "internal": dimensionless numbers
 #: in internal units (mV per S/cm2, ...), which jNeuroML's NEURON export needs (it refuses
 #: dimensions it does not know: "Dimension ... is not known to NEURON").
 SENSITIVITY_UNITS = ("si", "internal")
+
+#: Which simulator the emitted files are for (docs/lems.md, "Through jNeuroML's NEURON
+#: export").  "jlems": every state, v included, advances by forward Euler from the values
+#: at step n, so the sensitivity states are the derivative of the trajectory.
+#: "jnml_neuron": jNeuroML's NEURON export, where NEURON advances v *before* the mod's
+#: states, with the current the mod computed in the step before (from v[n] and the states
+#: of step n-1).  The mod's states then hold (v[n+1], x[n]) at each update, so its state
+#: S_v is dv/dP one step ahead of v; the recorded column is a DerivedVariable that the
+#: export evaluates before the update, i.e. dv/dP at the row of v.  The export also
+#: computes the first step's current in INITIAL before the states are assigned (all 0):
+#: a state ``ready`` (0 there, 1 after) switches that current off, so the first step, too,
+#: has the derivative the emitted initial values say.  Needs internal sensitivity units.
+SIMULATORS = ("jlems", "jnml_neuron")
+#: simulator jnml_neuron: the state that is 0 until INITIAL has assigned the others.
+READY = "ready"
+#: simulator jnml_neuron: the state dv/dP is named as the sensitivity of this (v one step
+#: ahead), the recorded DerivedVariable keeps the name of dv/dP.
+NEXT_V = "vnext"
 
 #: Inputs that inject a current independent of v (their parameters are not differentiated).
 CURRENT_CLAMPS = ("pulseGenerator", "sineGenerator", "rampGenerator")
@@ -78,14 +98,14 @@ def _fmt(x: float) -> str:
 
 class _Emitter:
     def __init__(self, model: Model, sim: Simulation, params: list[Parameter], command: str,
-                 sensitivity_units: str):
-        if sensitivity_units not in SENSITIVITY_UNITS:
-            raise ValueError(sensitivity_units)
+                 sensitivity_units: str, simulator: str):
         self.model, self.sim, self.command = model, sim, command
-        self.sensitivity_units = sensitivity_units
+        self.sensitivity_units, self.simulator = sensitivity_units, simulator
         self.pop, self.system = cell_system(model, sim)
         self.table = UnitTable()
         self.names = self._param_names(params)
+        if simulator == "jnml_neuron":
+            self._check_export_params()
         self.constants: dict[str, LemsUnit] = {}
         self.zeros: dict[str, LemsUnit] = {}        # Constant = 0 <unit> (unit with offset)
         self.internals: list[dict] = []
@@ -104,6 +124,19 @@ class _Emitter:
                     "channels, pools, capacitance or initial potential")
             names.append(name)
         return names
+
+    def _check_export_params(self) -> None:
+        """jNeuroML's NEURON export gives the section the capacitance of the component's
+        ``C`` (a number fixed at emission) and injects the inputs into the section, so
+        a change of the specific capacitance parameter alone does not scale the input's
+        effect on v there: the export's trajectory is not the model's function of it."""
+        cm = self.system.cm
+        if isinstance(cm, sympy.Symbol) and str(cm) in self.names:
+            raise UnsupportedError(
+                f"parameter {self.system.params[str(cm)].path} (specific capacitance) with "
+                "simulator jnml_neuron: jNeuroML's NEURON export sets the section's "
+                "capacitance from the component's C, a number, so the exported model does "
+                "not depend on it as the model does; use simulator jlems or --target neuron")
 
     def _constant(self, unit: LemsUnit) -> str:
         name = check_name(f"U_{unit.symbol}")
@@ -151,11 +184,14 @@ class _Emitter:
                 pdim = dimension_of_unit(p.unit)
                 sname = check_name(sens_name(s.name, name))
                 if self.sensitivity_units == "internal":
-                    sq = _Quantity(sname, LemsUnit("none", "", 1.0), sname)
+                    state = sname
+                    if self.simulator == "jnml_neuron" and s.name == "v":
+                        state = check_name(sens_name(NEXT_V, name))
+                    sq = _Quantity(state, LemsUnit("none", "", 1.0), state)
                 else:
                     sq = self._quantity(sname, s.dimension / pdim,
                                         q.unit.scale / internal_unit(pdim).scale)
-                printer_names[sq.name] = sq.internal
+                printer_names[sname] = sq.internal
                 sens_states.append((s, name, sq))
         i_syn = self._quantity("iSyn", CURRENT)
         printer_names[I_SYN.name] = i_syn.internal
@@ -175,9 +211,29 @@ class _Emitter:
             self._finish(sq, texts[f"rate:{sq.name}"], texts[f"init:{sq.name}"], ms)
         v = next(q for s, q in states if s.name == "v")
         self._constant(self.table.internal(VOLTAGE))     # U_mV: the spike test uses it
+        recorded = []
+        if self.simulator == "jnml_neuron":
+            recorded = self._export_v_sensitivities(v, sens_states, sens)
         return dict(parameters=params, states=[q for _, q in states],
                     sens_states=[sq for *_, sq in sens_states], variables=variables,
-                    v_rate=v.rate, sens_pairs=sens_states)
+                    v_rate=v.rate, sens_pairs=sens_states, recorded=recorded)
+
+    def _export_v_sensitivities(self, v: _Quantity, sens_states, sens) -> list[dict]:
+        """simulator jnml_neuron (see :data:`SIMULATORS`): v and its sensitivities advance
+        only once ``ready`` is 1, and each dv/dP is recorded through a DerivedVariable that
+        reads the state one step behind (before INITIAL assigns it: its initial value)."""
+        v.rate = f"{READY} * {v.rate}"
+        out = []
+        for s, p, sq in sens_states:
+            if s.name != "v":
+                continue
+            sq.rate = f"{READY} * {sq.rate}"
+            init = sens.init[s.name, p]
+            if not isinstance(init, sympy.Number):
+                raise ModelError(f"initial dv/d{p} is not a number: {init}")
+            value = sq.name if init == 0 else f"{sq.name} + (1 - {READY}) * {_fmt(init)}"
+            out.append({"name": check_name(sens_name(s.name, p)), "value": value})
+        return out
 
     def _finish(self, q: _Quantity, rate: str, init: str, ms: str) -> None:
         if q.unit.symbol:
@@ -190,9 +246,10 @@ class _Emitter:
         used = list(names.values()) + list(names) + list(self.constants)
         clash = [n for n in used if n.startswith("x") and n[1:2] in ("c", "f", "s")
                  and n[2:].isdigit()]
-        if clash or "spiking" in names or "iMemb" in names:
-            raise UnsupportedError(f"model names {clash or ['spiking/iMemb']} clash with "
-                                   "names the LEMS backend generates")
+        reserved = [n for n in ("spiking", "iMemb", READY) if n in names]
+        if clash or reserved:
+            raise UnsupportedError(f"model names {clash or reserved} clash with names the "
+                                   "LEMS backend generates")
 
     # ---- files
 
@@ -252,6 +309,7 @@ class _Emitter:
             parameters=ctx["parameters"], exposures=quantities, states=ctx["states"],
             sens_states=ctx["sens_states"], internals=self.internals,
             variables=ctx["variables"], v_rate=ctx["v_rate"], component_id=cell,
+            recorded=ctx["recorded"], ready=READY if ctx["recorded"] else None,
             capacitance=_fmt(c_value) + cap.symbol,
             spike_thresh=_fmt(sys.spike_thresh) + "mV")
         columns = self._columns(ctx)
@@ -267,8 +325,9 @@ class _Emitter:
             spikes_file=f"{sim_id}_sens.spikes")
         sim_name = f"LEMS_{sim_id}_sens.xml"
         files = {cell_file: cell_text, sim_name: sim_text,
-                 columns_file: json.dumps({"file": out_file, "columns": columns,
-                                           "notes": sys.notes}, indent=1) + "\n"}
+                 columns_file: json.dumps({"file": out_file, "simulator": self.simulator,
+                                           "columns": columns, "notes": sys.notes},
+                                          indent=1) + "\n"}
         return LemsFiles(files, sim_name, out_file, columns)
 
     def _columns(self, ctx) -> list[dict]:
@@ -285,7 +344,9 @@ class _Emitter:
             prm = self.system.params[p]
             internal = f"({s.unit or '1'})/({prm.unit or '1'})"
             unit = internal if self.sensitivity_units == "internal" else _si(q, self.table)
-            cols.append({"index": len(cols), "name": q.name, "kind": "sensitivity",
+            # the public name dx/dP (simulator jnml_neuron: dv/dP is a DerivedVariable)
+            cols.append({"index": len(cols), "name": check_name(sens_name(s.name, p)),
+                         "kind": "sensitivity",
                          "state": s.name, "parameter": prm.path, "unit": unit,
                          "to_internal": 1.0 / q.unit.scale, "internal_unit": internal})
         return cols
@@ -310,9 +371,21 @@ def _internal_symbol(system: CellSystem, name: str) -> str:
 
 def emit(model: Model, sim: Simulation, params: list[Parameter], *, sim_file: str = "",
          command: str = "nml-gradiff convert --target lems",
-         sensitivity_units: str = "si") -> LemsFiles:
+         sensitivity_units: str | None = None, simulator: str = "jlems") -> LemsFiles:
     """The LEMS files of the single-compartment cell of ``sim`` with the sensitivities of
-    its states to ``params`` (see the module docstring and :data:`SENSITIVITY_UNITS`)."""
+    its states to ``params``, for ``simulator`` (see the module docstring,
+    :data:`SIMULATORS` and :data:`SENSITIVITY_UNITS`; the units default to "si" for jLEMS
+    and "internal" for jNeuroML's NEURON export, which needs them)."""
     if not params:
         raise ModelError("the LEMS target needs --params GLOB... (which sensitivities to emit)")
-    return _Emitter(model, sim, params, command, sensitivity_units).render(sim_file)
+    if simulator not in SIMULATORS:
+        raise ModelError(f"simulator must be one of {SIMULATORS}, not {simulator!r}")
+    if sensitivity_units is None:
+        sensitivity_units = "internal" if simulator == "jnml_neuron" else "si"
+    if sensitivity_units not in SENSITIVITY_UNITS:
+        raise ModelError(f"sensitivity units must be one of {SENSITIVITY_UNITS}, "
+                         f"not {sensitivity_units!r}")
+    if simulator == "jnml_neuron" and sensitivity_units != "internal":
+        raise ModelError("simulator jnml_neuron needs sensitivity units 'internal' "
+                         "(jNeuroML's NEURON export refuses dimensions it does not know)")
+    return _Emitter(model, sim, params, command, sensitivity_units, simulator).render(sim_file)
