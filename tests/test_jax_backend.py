@@ -211,6 +211,55 @@ def test_hines_solve_matches_a_dense_solve():
     np.testing.assert_allclose(dense @ np.asarray(x), rhs, atol=1e-12)
 
 
+def _neuron_serial_solve(parent, a, b, d, v, rhs, roots):
+    """NEURON's nrn_rhs/nrn_lhs, triang and bksub as literal serial loops (numpy)."""
+    d, rhs = d.copy(), rhs.copy()
+    for i in range(roots, len(d)):
+        dv = v[parent[i]] - v[i]
+        rhs[i] -= b[i] * dv
+        rhs[parent[i]] += a[i] * dv
+        d[i] -= b[i]
+        d[parent[i]] -= a[i]
+    for i in range(len(d) - 1, roots - 1, -1):
+        p = -a[i] / d[i]
+        d[parent[i]] += p * b[i]
+        rhs[parent[i]] += p * rhs[i]
+    rhs[:roots] /= d[:roots]
+    for i in range(roots, len(d)):
+        rhs[i] = (rhs[i] - b[i] * rhs[parent[i]]) / d[i]
+    return rhs
+
+
+def test_static_tree_solve_is_neurons_serial_order_bit_for_bit():
+    """A numpy parent (as emitted modules pass it) takes the unrolled level-by-level solve
+    for shallow trees; it must do NEURON's arithmetic in NEURON's order: the serial loops'
+    result bit for bit (a parent with three children, a second root)."""
+    parent = np.array([0, 1, 0, 0, 0, 2, 2, 3, 1, 8])
+    roots, n = 2, 10
+    rng = np.random.default_rng(2)
+    a, b = -rng.uniform(0.1, 1, n), -rng.uniform(0.1, 1, n)
+    d, v, rhs = rng.uniform(3, 4, n), rng.normal(size=n), rng.normal(size=n)
+    assert rt._unrolled(parent, roots)
+    serial = _neuron_serial_solve(parent, a, b, d, v, rhs, roots)
+
+    def solve(d, rhs):
+        dd, r = rt.tree_matrix(parent, a, b, roots, v, d, rhs)
+        return rt.hines_factor_solve(parent, a, b, dd, r, roots)
+
+    with jax.disable_jit():   # op by op: IEEE arithmetic in the order written
+        np.testing.assert_array_equal(np.asarray(solve(jnp.asarray(d), jnp.asarray(rhs))[1]),
+                                      serial)
+    # compiled, XLA's CPU code generation may contract a*b + c into one FMA: ulps, no more
+    dfac, x = jax.jit(solve)(jnp.asarray(d), jnp.asarray(rhs))
+    np.testing.assert_allclose(np.asarray(x), serial, rtol=4 * np.finfo(float).eps, atol=0)
+    many = rng.normal(size=(n, 3))   # several right-hand sides reuse the factorisation
+    x3 = rt.hines_substitute(parent, a, b, dfac, many, roots)
+    np.testing.assert_allclose(np.asarray(x3[:, 1]), np.asarray(rt.hines_substitute(
+        parent, a, b, dfac, many[:, 1], roots)), rtol=4 * np.finfo(float).eps, atol=0)
+    loop = rt.hines_substitute(jnp.asarray(parent), a, b, dfac, many, roots)
+    np.testing.assert_allclose(np.asarray(x3), np.asarray(loop), rtol=1e-13, atol=1e-15)
+
+
 # ============================================================================ single compartment
 
 def test_hh_module_api(hh_module, hh_trace):

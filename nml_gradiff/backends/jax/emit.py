@@ -702,6 +702,11 @@ def _node_label(b: CellBlock, i: int) -> str:
 
 # ============================================================================ the module
 
+#: Index constants emitted as a slice when their nodes are a contiguous run (mechanism and
+#: input placements, read with ``x[N]`` and accumulated with ``rt.add_rows``).
+_SLICED = ("N_CH", "N_POOL", "N_IN")
+
+
 class ModuleWriter:
     """Turns a Plan into the pieces the module template prints (constants, functions and the
     bodies of ``init``, ``_advance``, ``_events`` and ``_record``)."""
@@ -727,15 +732,19 @@ class ModuleWriter:
         if body in self.const_names:
             return self.const_names[body]
         self.const_names[body] = name
-        body = body[1]
         note = f"  # {comment}" if comment else ""
-        self.consts.append(f"{name} = jnp.array([{body}], dtype=jnp.int64){note}")
+        run = [int(v) for v in values]
+        if name.startswith(_SLICED) and run and run == list(range(run[0], run[0] + len(run))):
+            # a contiguous run of nodes: a slice indexes without gather or scatter
+            self.consts.append(f"{name} = slice({run[0]}, {run[0] + len(run)}){note}")
+        else:
+            self.consts.append(f"{name} = np.array([{body[1]}], dtype=np.int64){note}")
         return name
 
     def array(self, name: str, values, comment: str = "") -> str:
         body = ", ".join(_num(v) for v in np.asarray(values, dtype=float).tolist())
         note = f"  # {comment}" if comment else ""
-        self.consts.append(f"{name} = jnp.array([{body}]){note}")
+        self.consts.append(f"{name} = np.array([{body}]){note}")
         return name
 
     @staticmethod
@@ -1070,7 +1079,7 @@ class ModuleWriter:
             lines.append(f"i_m, g_m = rt.add_currents(i_m, g_m, {N}, c)")
             if g.ion in ions:
                 ion = _ident(g.ion)
-                lines.append(f"ion_{ion} = ion_{ion}.at[{N}].add(rt.total_current(c))")
+                lines.append(f"ion_{ion} = rt.add_rows(ion_{ion}, {N}, rt.total_current(c))")
         for g in plan.points.values():
             for read in g.code.mech.reads:
                 if read.startswith("synapses_"):
@@ -1090,9 +1099,9 @@ class ModuleWriter:
             _, N, w = target
             lines.append(f"x, dx = {self.call(f, {'t': 't_mid', 'v': f'v[{N}]', py_name(g.code.var): held})}")
             lines.append(f'out["input:{g.key}"] = x')
-            lines.append(f"i_m = i_m.at[{N}].add(-{w} * x * 100.0 / AREA[{N}])"
+            lines.append(f"i_m = rt.add_rows(i_m, {N}, -{w} * x * 100.0 / AREA[{N}])"
                          "  # electrode: nA into the cell")
-            lines.append(f"g_m = g_m.at[{N}].add(-{w} * dx * 100.0 / AREA[{N}])")
+            lines.append(f"g_m = rt.add_rows(g_m, {N}, -{w} * dx * 100.0 / AREA[{N}])")
             return lines
         _, pop, P, w = target
         group = self.plan.points[pop]
@@ -1384,7 +1393,7 @@ def _at(text: str, N: str, k: int) -> str:
     """Element k of a per-group value, which may also be a scalar (a parameter, a number)."""
     if _SCALAR.fullmatch(text):
         return text
-    return f"jnp.broadcast_to({text}, {N}.shape)[{k}]"
+    return f"jnp.broadcast_to({text}, (rt.count({N}),))[{k}]"
 
 
 # ============================================================================ entry points

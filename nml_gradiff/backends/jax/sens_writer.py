@@ -257,7 +257,7 @@ class SensitivityWriter:
                       f"di_m, dg_m = rt.add_current_tangents(di_m, dg_m, {N}, dc, NP)"]
             if g.ion in ions:
                 ion = _ident(g.ion)
-                lines += [f"ion_{ion} = ion_{ion}.at[{N}].add(rt.total_current(c))",
+                lines += [f"ion_{ion} = rt.add_rows(ion_{ion}, {N}, rt.total_current(c))",
                           f"dion_{ion} = rt.add_at(dion_{ion}, {N}, 1.0, "
                           "rt.total_current_tangent(dc), NP)"]
         for g in plan.inputs:
@@ -300,8 +300,8 @@ class SensitivityWriter:
         return [f"# input {g.key} ({g.code.mech.component_type})",
                 f"x, dx = {w.call(f, values)}",
                 f'out["input:{g.key}"] = x',
-                f"i_m = i_m.at[{N}].add(-{wt} * x * 100.0 / AREA[{N}])",
-                f"g_m = g_m.at[{N}].add(-{wt} * dx * 100.0 / AREA[{N}])",
+                f"i_m = rt.add_rows(i_m, {N}, -{wt} * x * 100.0 / AREA[{N}])",
+                f"g_m = rt.add_rows(g_m, {N}, -{wt} * dx * 100.0 / AREA[{N}])",
                 f"dx = {self.call(tf, values, tangents)}",
                 f'S_out["input:{g.key}"] = rt.broadcast_sens({{"x": dx["value"]}}, {n}, NP)["x"]',
                 f"di_m = rt.add_at(di_m, {N}, -{wt} * 100.0 / AREA[{N}], dx[\"value\"], NP)",
@@ -313,8 +313,8 @@ class SensitivityWriter:
             "a, b = _axial(p)",
             "d = g_m + _cm(p) * (0.001 / dt)",
             "d, rhs = rt.tree_matrix(PARENT, a, b, N_ROOTS, v, d, -i_m)",
-            "dfac = rt.hines_factor(PARENT, a, b, d, N_ROOTS)",
-            "v_new = v + rt.hines_substitute(PARENT, a, b, dfac, rhs, N_ROOTS)",
+            "dfac, dv = rt.hines_factor_solve(PARENT, a, b, d, rhs, N_ROOTS)",
+            "v_new = v + dv",
             'out["v"] = v_new',
             "# (C/dt + G + L) dDelta = -dI - dG Delta - dC/dt Delta - dL v_new + axial(S_v)",
             "delta = (v_new - v)[:, None]",
