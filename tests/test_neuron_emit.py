@@ -509,6 +509,21 @@ def test_jnml_neuron_integration_mirrors_jneuroml_mods(hh):
         emit(hh["hh_na"], integration="rk4")
 
 
+@pytest.mark.corpus
+def test_jnml_neuron_integration_keeps_the_model_arithmetic(corpus):
+    """jNeuroML's mods compute ``inf = alpha/(alpha + beta)``.  Our shared subexpression
+    ``cse = 1/(alpha + beta)``, ``inf = cse*alpha`` is 1 ulp below 1.0 where the quotient is
+    1.0, and a forward-Euler gate past its stability limit grows that ulp into a spike
+    (Pospischil's Na test ``three`` fired at 528.65 ms instead of 699.25)."""
+    na = load_model(corpus / "OpenSourceBrain+PospischilEtAl2008/NeuroML2/channels/Na/"
+                    "Na.channel.nml").mechanisms["Na"]
+    exact = _block(emit(na)[1], "PROCEDURE rates() {")
+    assert any(re.fullmatch(r"m_inf = cse\d+\*m_alpha", ln) for ln in exact)  # shared
+    rates = _block(emit(na, integration="jnml_neuron")[1], "PROCEDURE rates() {")
+    assert "m_inf = m_alpha/(m_alpha + m_beta)" in rates
+    assert not any("cse" in ln for ln in rates)
+
+
 def test_jnml_neuron_integration_leaves_point_cells_with_v_alone(test_model):
     assert emit(test_model["iaf"], integration="jnml_neuron") == emit(test_model["iaf"])
     pool = emit(test_model["pool"], integration="jnml_neuron")[1]

@@ -233,3 +233,22 @@ def test_standalone_runner_inside_the_converted_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     v = np.load(folder / "out.npz")["r0"]
     assert v[0] == pytest.approx(-65.0) and v.max() > 0     # it spikes: the HH mods ran
+
+
+@pytest.mark.corpus
+def test_planning_emits_each_mechanism_binding_once(corpus, monkeypatch):
+    """A Thalamocortical cell places ~50 channels on 60 sections: emitting a mod per
+    placement (846 emits, 88 s) made the batch convert of the corpus take over an hour.
+    One emit per distinct (mechanism, binding), the same plan."""
+    from nml_gradiff.backends.neuron import plan as planner
+    from nml_gradiff.ingest.simulation import load_simulation
+    repo = corpus / "OpenSourceBrain+Thalamocortical/NeuroML2"
+    model, sim = load_simulation(repo / "test/LEMS_FigA1FRB.xml", include_dirs=[repo])
+    calls = []
+    emit = planner.emit
+    monkeypatch.setattr(planner, "emit", lambda mech, **kw: calls.append(mech.name)
+                        or emit(mech, **kw))
+    plan = planner.make_plan(model, sim)
+    placements = [p for ct in plan.data["cell_types"].values() for p in ct["placements"]]
+    assert len(placements) > 10 * len(plan.mods)
+    assert len(calls) == len(plan.mods)

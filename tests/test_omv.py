@@ -61,6 +61,18 @@ def test_read_omt_and_mep(tmp_path):
     assert test.skipped == ["v: resting"]
 
 
+def test_experiment_named_by_a_number(tmp_path):
+    # SmithEtAl2013's experiment "0.3" (the stimulus in nA): YAML reads it as a float
+    (tmp_path / "t.omt").write_text(
+        "target: LEMS_x.xml\nengine: jNeuroML_NEURON\nmep: .test.mep\nexperiments:\n"
+        "  0.3:\n    observables:\n      spike times:\n        file:\n"
+        "          path: x.dat\n")
+    (tmp_path / ".test.mep").write_text(
+        "system: x\nexperiments:\n  0.3:\n    expected:\n      spike times: [7.5]\n")
+    (o,) = omv.read_omt(tmp_path / "t.omt").observables
+    assert o.experiment == "0.3" and o.expected == [7.5]
+
+
 def test_other_engines_are_not_ours(tmp_path):
     (tmp_path / "t.omt").write_text("target: x.py\nengine: NEURON\n")
     assert omv.read_omt(tmp_path / "t.omt") is None
@@ -74,15 +86,50 @@ def test_corpus_discovery(corpus):
     assert all(t.target.suffix == ".xml" for t in tests)
 
 
-def test_reference_integration_per_engine(tmp_path):
-    """--integration reference reproduces the integrator of jNeuroML's exported mods for the
-    engines that run them; --integration exact never changes the integration."""
+def _omt(path, engine, target, mep):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"target: {target}\nengine: {engine}\nmep: {mep}\n")
+    return path
+
+
+@pytest.mark.parametrize("home_engine, home_target, integration", [
+    ("NEURON", "Test_Soma.hoc", "exact"),              # the original model made the data
+    ("NEURON", "test_IB_ModelDB.hoc", "jnml_neuron"),  # a hoc file jNeuroML's export wrote
+    ("PyNEURON", "LEMS_IB_nrn.py", "jnml_neuron"),
+    ("jNeuroML_NEURON", "LEMS_x.xml", "jnml_neuron"),  # jNeuroML made the data
+])
+def test_reference_integration_follows_who_made_the_mep(tmp_path, home_engine, home_target,
+                                                          integration):
+    """--integration reference reproduces the integrator of whoever made the expected
+    values (the test beside the .mep), not the engine of the test that reuses them;
+    --integration exact never changes the integration."""
     from nml_gradiff.runtime.omv_command import integration_for
-    from nml_gradiff.runtime.omv import OmtTest
-    for engine in ("jNeuroML_NEURON", "jNeuroML_NetPyNE", "jNeuroML"):
-        test = OmtTest(tmp_path / "x.omt", tmp_path / "LEMS_x.xml", engine)
-        assert integration_for(test, "reference") == "jnml_neuron"
-        assert integration_for(test, "exact") == "exact"
+    from nml_gradiff.runtime.omv_provenance import mep_maker
+    mep_maker.cache_clear()
+    (tmp_path / "NEURON" / "test").mkdir(parents=True)
+    (tmp_path / "NEURON" / "test" / ".test.mep").write_text("experiments: {}\n")
+    _omt(tmp_path / "NEURON" / "test" / ".test.orig.omt", home_engine, home_target, ".test.mep")
+    omt = _omt(tmp_path / "NeuroML2" / ".test.jnmlnrn.omt", "jNeuroML_NEURON", "LEMS_x.xml",
+               "../NEURON/test/.test.mep")
+    test = omv.read_omt(omt)
+    assert integration_for(test, "reference") == integration
+    assert integration_for(test, "exact") == "exact"
+
+
+def test_a_mep_without_a_home_test_goes_by_the_tests_below_it(tmp_path):
+    """WangBuzsaki1996/.test.wb.mep: its tests are in the folders below it."""
+    from nml_gradiff.runtime.omv_command import integration_for
+    from nml_gradiff.runtime.omv_provenance import mep_maker
+    mep_maker.cache_clear()
+    (tmp_path / ".test.wb.mep").write_text("experiments: {}\n")
+    _omt(tmp_path / "NEURON" / ".test.omt", "NEURON", "wb.hoc", "../.test.wb.mep")
+    omt = _omt(tmp_path / "NeuroML2" / ".test.omt", "jNeuroML", "LEMS_wb.xml",
+               "../.test.wb.mep")
+    assert integration_for(omv.read_omt(omt), "reference") == "jnml_neuron"
+    (omt.parent / ".test.omt").unlink()
+    mep_maker.cache_clear()
+    test = omv.OmtTest(omt, omt.parent / "LEMS_wb.xml", "jNeuroML", mep=tmp_path / ".test.wb.mep")
+    assert integration_for(test, "reference") == "exact"
 
 
 POSPISCHIL = "OpenSourceBrain+PospischilEtAl2008/NeuroML2"
@@ -131,3 +178,50 @@ def test_nernst_ca2_density_uses_the_second_pool(corpus):
     text = plan.mods[lva["neuron_name"]]
     assert "USEION ca2 READ ca2i, ca2o WRITE ica2" in text
     assert "USEION ca " not in text
+
+
+SOLINAS = "OpenSourceBrain+SolinasEtAl-GolgiCell/NeuroML2"
+
+
+@pytest.mark.corpus
+def test_cell_level_calcium_currents_and_second_pool_are_recorded(corpus):
+    """Solinas' soma2 test records the cell2CaPools' iCa, iCa2 and caConc2 (once refused:
+    'unsupported: recording CG_Test/0/TestSoma/iCa')."""
+    from nml_gradiff.backends.neuron.plan import make_plan
+    from nml_gradiff.ingest.simulation import load_simulation
+    plan = make_plan(*load_simulation(corpus / SOLINAS / "LEMS_Soma_Test_HELPER.xml"))
+    rec = plan.data["record"]
+    assert rec["CG_Test/0/TestSoma/iCa"]["what"] == "ion_current"
+    assert rec["CG_Test/0/TestSoma/iCa"]["ion"] == "ca"
+    assert rec["CG_Test/0/TestSoma/iCa2"]["ion"] == "ca2"
+    assert rec["CG_Test/0/TestSoma/caConc2"] == {**rec["CG_Test/0/TestSoma/caConc2"],
+                                                 "what": "range", "name": "ca2i"}
+    assert plan.units["CG_Test/0/TestSoma/iCa"] == 1e-9        # nA -> A
+
+
+@pytest.mark.corpus
+def test_recorded_calcium_current_drives_the_pool_as_its_equation_says(corpus, tmp_path):
+    """iCa (A, inward positive) and caConc (mol/m3) of the soma2 model, run for 1 ms, obey
+    the pool's own equation (Golgi_CALC, decayingPoolConcentrationModel):
+    dCa/dt = iCa / (2 F V_shell) - (Ca - Ca_rest) / tau, with the shell of a sphere of the
+    soma's area.  A wrong sign or scale of the recorded iCa breaks it."""
+    from nml_gradiff.cli import main
+    pytest.importorskip("neuron")
+    import shutil
+    model = tmp_path / "model"
+    shutil.copytree(corpus / SOLINAS, model)
+    lems = model / "LEMS_Soma_Test_HELPER.xml"
+    lems.chmod(0o644)
+    lems.write_text(lems.read_text().replace('length="1500.0ms"', 'length="1ms"'))
+    assert main(["run", str(lems), "--backend", "neuron", "-o", str(tmp_path / "out")]) == 0
+    t, i_ca = np.loadtxt(tmp_path / "out" / "iCa.dat").T
+    ca = np.loadtxt(tmp_path / "out" / "Ca.dat")[:, 1]
+    assert np.all(i_ca > 0)                                      # Ca flows in at rest
+    area = np.pi * 27e-6 * 27e-6                                  # m2: 27 um cylinder
+    r = np.sqrt(area / (4 * 3.14159))
+    shell = 4 / 3 * 3.14159 * (r**3 - (r - 2.0378e-7) ** 3)
+    rest, tau = 5e-11 * 1e6, 0.769231e-3                         # mol/m3, s
+    rhs = i_ca / (2 * 96485.3 * shell) - (ca - rest) / tau
+    mid = (rhs[1:] + rhs[:-1]) / 2
+    np.testing.assert_allclose(np.diff(ca) / np.diff(t), mid, rtol=1e-2,
+                               atol=1e-3 * np.abs(mid).max())

@@ -51,6 +51,7 @@ class OmtTest:
     target: Path
     engine: str
     observables: list[Observable] = field(default_factory=list)
+    mep: Path | None = None     # the expected values' file (who made it: omv_provenance)
     skipped: list[str] = field(default_factory=list)   # observables we cannot check
 
 
@@ -77,8 +78,11 @@ def _yaml(path: Path) -> dict:
     return data
 
 
-def _expected_spikes(mep: dict, experiment: str) -> list[float] | None:
-    exp = (mep.get("experiments") or {}).get(experiment) or {}
+def _expected_spikes(mep: dict, experiment) -> list[float] | None:
+    # YAML reads an experiment named 0.3 as a number: match it as the .omt wrote it, or
+    # as text
+    experiments = mep.get("experiments") or {}
+    exp = experiments.get(experiment, experiments.get(str(experiment))) or {}
     spikes = (exp.get("expected") or {}).get("spike times")
     return [float(s) for s in spikes] if isinstance(spikes, list) else None
 
@@ -101,14 +105,16 @@ def read_omt(path: Path) -> OmtTest | None:
     if engine not in NEUROML_ENGINES or "target" not in omt:
         return None
     test = OmtTest(path, path.parent / str(omt["target"]), engine)
-    mep = _yaml(path.parent / str(omt["mep"])) if omt.get("mep") else {}
+    if omt.get("mep"):
+        test.mep = path.parent / str(omt["mep"])
+    mep = _yaml(test.mep) if test.mep else {}
     for name, experiment in (omt.get("experiments") or {}).items():
         for kind, spec in ((experiment or {}).get("observables") or {}).items():
             expected = _expected_spikes(mep, name)
             if kind != "spike times" or expected is None or "file" not in (spec or {}):
                 test.skipped.append(f"{name}: {kind}")
                 continue
-            test.observables.append(_observable(name, spec, expected))
+            test.observables.append(_observable(str(name), spec, expected))
     return test
 
 

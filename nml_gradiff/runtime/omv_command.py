@@ -10,24 +10,27 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .omv import OmtTest, OutputCache, Outcome, discover, run_test
+from .omv import NEUROML_ENGINES, OmtTest, OutputCache, Outcome, discover, run_test
+from .omv_provenance import JNEUROML, ORIGINAL, mep_maker
 from .run import run_lems
 
 #: ``--integration reference``: the NEURON backend's integration (emit.INTEGRATIONS) that
-#: reproduces the integrator an engine's reference data were made with.  jNeuroML_NEURON and
-#: jNeuroML_NetPyNE run jNeuroML's exported mods (forward-Euler gates, lagged conductance:
-#: read in their .mod files).  The other engines share those .mep files (one .mep per model
-#: folder, with a wider tolerance for the engines that were not used to make it); for jLEMS
-#: (engine jNeuroML) we measured which of our integrations is closer: docs/omv-neuron.md.
-REFERENCE_INTEGRATION = {"jNeuroML_NEURON": "jnml_neuron", "jNeuroML_NetPyNE": "jnml_neuron"}
-DEFAULT_REFERENCE = "jnml_neuron"
+#: reproduces whoever made a test's expected spike times (its ``.mep``), not the engine the
+#: test names: OSB tests of several engines share one .mep, each with its own tolerance.
+#: Data made by jNeuroML (jNeuroML_NEURON and jNeuroML_NetPyNE run its exported mods:
+#: forward-Euler gates, lagged conductance; for jLEMS we measured the same mode to be the
+#: closer one) -> ``jnml_neuron``; data made by the model's original NEURON code (hand-written
+#: mods, cnexp) -> ``exact``.  Who made a .mep: :func:`omv_provenance.mep_maker`;
+#: measurements in docs/omv-neuron.md.
+REFERENCE_INTEGRATION = {JNEUROML: "jnml_neuron", ORIGINAL: "exact"}
 
 
 def integration_for(test: OmtTest, mode: str) -> str:
     """The NEURON integration for ``test`` under ``--integration mode``."""
     if mode == "exact":
         return "exact"
-    return REFERENCE_INTEGRATION.get(test.engine, DEFAULT_REFERENCE)
+    maker = mep_maker(test.mep, NEUROML_ENGINES) if test.mep is not None else JNEUROML
+    return REFERENCE_INTEGRATION[maker]
 
 
 def _runner(backend: str, folders: list[Path], integration: str, target: Path,

@@ -420,6 +420,15 @@ class _Emitter:
         return Block(self.printer, self.taken)
 
     def assign_all(self, block: Block, assignments) -> None:
+        if self.integration == "jnml_neuron":
+            # reproduce jNeuroML's arithmetic, not only its integrator: each quantity as the
+            # model writes it.  Shared subexpressions change the rounding (alpha*(1/(alpha +
+            # beta)) is 1 ulp below 1.0 where alpha/(alpha + beta) is 1.0), and a forward-Euler
+            # gate past its stability limit (dt*(alpha + beta) > 2) grows that ulp into a
+            # spike (Pospischil's Na test `three`, docs/omv-neuron.md)
+            for name, expr in assignments:
+                block.assign(name, expr)
+            return
         for name, expr, temporary in cse_assignments(assignments, self.taken, self.printer):
             if temporary:
                 block.locals.append(name)

@@ -7,7 +7,9 @@ Every quantity a LEMS file records is resolved here, or refused with ``unsupport
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ...errors import ModelError, UnsupportedError
@@ -28,6 +30,11 @@ TO_SI = {"mV": 1e-3, "ms": 1e-3, "S_per_cm2": 1e4, "mA_per_cm2": 10.0, "mM": 1.0
 
 #: The elements that hold the densities, in a recording's path.
 _MEMBRANE_PROPERTIES = ("membraneProperties", "membraneProperties2CaPools")
+
+#: Cell-level pool quantities of a LEMS cell -> (NEURON ion, what it is).  ``caConc`` (the
+#: first pool) is NEURON's ``cai`` and recorded as such.
+_CELL_POOLS = {"iCa": ("ca", "current"), "iCa2": ("ca2", "current"),
+               "caConc2": ("ca2", "concentration")}
 
 #: The area of the dummy section of a point cell, whose C equals cm * area at cm = 1 uF/cm2.
 _UF_PER_CM2_UM2_IN_NF = 1e-5
@@ -57,11 +64,19 @@ def channel_binding(placement: dict) -> Binding:
 
 
 class Planner:
-    def __init__(self, model: Model, sim: Simulation, integration: str = "exact"):
+    def __init__(self, model: Model, sim: Simulation, integration: str = "exact",
+                 memo: dict | None = None):
         self.model, self.sim = model, sim
         self.integration = integration          # emit.INTEGRATIONS
+        # emitted mods kept by a caller across plans (tune: one emission for all epochs;
+        # shadow_plan.make_sens_plan says what that asks of the caller)
+        self.memo = {} if memo is None else memo
         self.plan = Plan()
         self.layouts: dict[str, dict] = {}
+        # (mechanism, binding) -> NEURON name: a cell places one channel on many sections
+        # with the same binding, and emitting is the costly part of planning (sympy);
+        # emit once per distinct mod (Thalamocortical cells: 846 placements, ~50 mods)
+        self._emitted: dict[tuple, str] = {}
 
     # ------------------------------------------------------------------ mechanisms
 
@@ -71,9 +86,15 @@ class Planner:
             reason = next((u.reason for u in self.model.unsupported if u.id == mech_id), None)
             raise (UnsupportedError(reason.removeprefix("unsupported: ")) if reason else
                    ModelError(f"no mechanism '{mech_id}' in the model"))
-        name, text = emit(mech, binding=binding, integration=self.integration)
-        self.plan.mods[name] = text
-        return name
+        key = (mech_id, _binding_key(binding))
+        if key not in self._emitted:
+            if (self.integration, key) not in self.memo:
+                self.memo[self.integration, key] = emit(mech, binding=binding,
+                                                        integration=self.integration)
+            name, text = self.memo[self.integration, key]
+            self.plan.mods[name] = text
+            self._emitted[key] = name
+        return self._emitted[key]
 
     def _channel(self, placement: dict) -> dict:
         binding = channel_binding(placement)
@@ -170,9 +191,32 @@ class Planner:
         if not ref.path and ref.variable == "caConc":
             self.plan.units[ref.text] = TO_SI["mM"]
             return {**loc, "what": "cai"}
+        if not ref.path and ref.variable in _CELL_POOLS:
+            return self._pool_recording(ref, loc)
         if len(ref.path) == 1 and self._input_index(ref) is not None:
             return self._input_recording(ref)
         return self._density_recording(ref, loc, cell_type)
+
+    def _pool_recording(self, ref: QuantityRef, loc: dict) -> dict:
+        """A cell2CaPools' ``caConc2``, or a cell's ``iCa``/``iCa2``: the calcium current
+        into the pool, in nA, inward positive (NEURON's ``i<ion>`` is outward, per area: the
+        runner multiplies by the compartment's area).  LEMS defines iCa as the ion's
+        densities times the cell's surface area, a single-compartment definition; on a cell
+        of many compartments this is the current of the compartment recorded (segment 0
+        unless the path names one), as jNeuroML's NEURON export records it (the pool mod's
+        ``iCa`` at that segment)."""
+        ion, kind = _CELL_POOLS[ref.variable]
+        if not any(sp["ion"] == ion for sp in self.layouts[self._component(ref)]["species"]):
+            raise UnsupportedError(f"recording {ref.text}: the cell has no {ion} species, "
+                                   f"so no {ion} pool for {ref.variable} to come from")
+        if kind == "concentration":
+            self.plan.units[ref.text] = TO_SI["mM"]
+            return {**loc, "what": "range", "name": f"{ion}i"}
+        self.plan.units[ref.text] = TO_SI["nA"]
+        return {**loc, "what": "ion_current", "ion": ion}
+
+    def _component(self, ref: QuantityRef) -> str:
+        return self.sim.populations[ref.population].component
 
     def _input_index(self, ref: QuantityRef) -> int | None:
         """The input named by ``pop/i/cell/INPUT/var`` (its id or its input component)."""
@@ -191,8 +235,15 @@ class Planner:
 
     def _point_recording(self, ref: QuantityRef, loc: dict, cell_type: dict) -> dict:
         mech = self.model.mechanisms[self.sim.populations[ref.population].component]
-        if ref.path or ref.variable is None:
-            raise UnsupportedError(f"recording {ref.text}")
+        if ref.variable is None:
+            raise UnsupportedError(f"recording {ref.text}: a path that names no variable")
+        if ref.path:
+            # a child's variable (a channelPopulation's gate): its flattened name joins the
+            # children's names, while a LEMS path may name a referenced component by its id
+            # (.../kslow/a/inf for the child 'ionChannel'); we do not guess which is which
+            raise UnsupportedError(f"recording {ref.text}: a variable of a component inside "
+                                   f"the point cell {mech.name} ({'/'.join(ref.path)}); "
+                                   "only the cell's own variables are recorded")
         if ref.variable == "v":
             self.plan.units[ref.text] = TO_SI["mV"]
             return {**loc, "what": "v"}
@@ -211,7 +262,8 @@ class Planner:
         density = next((p for p in cell_type["placements"] if path and p["id"] == path[0]
                         and p["section"] == loc["section"]), None)
         if density is None:
-            raise UnsupportedError(f"recording {ref.text}")
+            why = self._no_density(path, loc, cell_type)
+            raise UnsupportedError(f"recording {ref.text}: {why}")
         mech_id = self._mechanism_id(density["id"])
         if len(path) > 1 and path[1] == mech_id:
             path = [path[0]] + path[2:]
@@ -230,6 +282,16 @@ class Planner:
         unit = _unit_of(mech, var, ref.text)
         self.plan.units[ref.text] = TO_SI.get(unit, 1.0)
         return {**loc, "what": "range", "name": f"{var}_{density['neuron_name']}"}
+
+    def _no_density(self, path: list[str], loc: dict, cell_type: dict) -> str:
+        """Why ``path`` names no density of the cell at ``loc``, for the refusal."""
+        if not path:
+            return ("not a quantity of the cell that the NEURON backend records (v, caConc, "
+                    "caConc2, iCa, iCa2, or a density's variables under membraneProperties)")
+        if any(p["id"] == path[0] for p in cell_type["placements"]):
+            return (f"the density {path[0]} is not on section {loc['section']}, where the "
+                    "recorded segment lies")
+        return f"the cell has no channel density '{path[0]}'"
 
     def _idensity(self, ref: QuantityRef, loc: dict, density: dict) -> dict:
         """iDensity = gmax * fopen * (v - erev), outward positive in NEURON, but LEMS's
@@ -302,6 +364,21 @@ class Planner:
                                            "concentrations in one model (NEURON has one "
                                            f"{sp.ion}i0_{sp.ion}_ion)")
         return ions
+
+
+def _binding_key(binding: Binding | None) -> tuple | None:
+    """A hashable stand-in for a Binding (its concentrations are a dict): every field, so
+    that two bindings that could give different mods never share one."""
+    if binding is None:
+        return None
+    return tuple((f.name, _frozen(getattr(binding, f.name)))
+                 for f in dataclasses.fields(binding))
+
+
+def _frozen(value):
+    if isinstance(value, Mapping):
+        return tuple(sorted(value.items()))
+    return value
 
 
 def _unit_of(mech: Mechanism, name: str, text: str) -> str:

@@ -33,6 +33,8 @@ def _reference(h, cells, inputs, rec):
         return seg._ref_cai
     if what == "range":
         return getattr(seg, f"_ref_{rec['name']}")
+    if what == "ion_current":           # i<ion>, mA/cm2 outward (scaled in run())
+        return getattr(seg, f"_ref_i{rec['ion']}")
     if what in ("gdensity", "idensity"):
         return getattr(seg, f"_ref_fopen_{rec['mechanism']}")
     if what == "point":
@@ -102,6 +104,9 @@ def run(plan, library, out):
         arrays[f"r{k}"] = np.array(vec)
         if rec["what"] == "idensity":     # LEMS: inward positive, gDensity * (erev - v)
             arrays[f"r{k}"] = rec["gmax"] * arrays[f"r{k}"] * (rec["erev"] - np.array(v))
+        if rec["what"] == "ion_current":  # LEMS iCa: nA into the cell; mA/cm2 * um2 = 1e-2 nA
+            area = builder.location(cells, rec).area()
+            arrays[f"r{k}"] = -arrays[f"r{k}"] * area * 1e-2
     arrays.update({f"s{k}": np.array(times) for k, (_, times) in enumerate(spikes)})
     if shadows is not None:
         sens = shadows.finish(h, len(arrays["t"]))
