@@ -102,6 +102,21 @@ def test_cache_key_names_no_installation_path(tmp_path, monkeypatch):
         build({"tpas": PASSIVE}, cache_dir=tmp_path / "cache")
 
 
+def test_cache_key_ignores_the_header_comment(tmp_path, monkeypatch):
+    """The header names the source file: a model copied to a new temporary folder (every
+    test run, every tune run) has the same code and must not compile again."""
+    lib = build({"tpas": "COMMENT\n source: /tmp/a/x.nml\nENDCOMMENT\n" + PASSIVE},
+                cache_dir=tmp_path)
+
+    def no_compile(*args):
+        raise AssertionError("compiled again")
+    monkeypatch.setattr(build_module, "_compile", no_compile)
+    assert build({"tpas": "COMMENT\n source: /tmp/b/x.nml\nENDCOMMENT\n" + PASSIVE},
+                 cache_dir=tmp_path) == lib
+    with pytest.raises(AssertionError, match="compiled again"):     # the code counts
+        build({"tpas": PASSIVE.replace("-70", "-60")}, cache_dir=tmp_path)
+
+
 def test_build_failure_reports_the_compiler_output(tmp_path):
     broken = PASSIVE.replace("BREAKPOINT { i = g*(v - e) }", "BREAKPOINT { i = g*(v - e }")
     with pytest.raises(BuildError) as info:

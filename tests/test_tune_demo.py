@@ -1,7 +1,7 @@
-"""Issue 5, demonstration (a), JAX backend: ``tune`` recovers five perturbed conductance
-densities of a multicompartment corpus cell (ACnet2's pyr_4_sym, 9 segments: Na, Kdr, Ca,
-Kahp on the soma, the leak everywhere) to within 1 % from a target made with the original
-values, with Adam on the exact gradient.
+"""Issue 5, demonstration (a), through both backends: ``tune`` recovers five perturbed
+conductance densities of a multicompartment corpus cell (ACnet2's pyr_4_sym, 9 segments:
+Na, Kdr, Ca, Kahp on the soma, the leak everywhere) to within 1 % from a target made with
+the original values, with Adam on the exact gradient.
 
 The protocol is three copies of the cell in one simulation, each under its own current step
 (docs/tune.md, "Worked example"): a hyperpolarising step (the leak alone), a depolarising
@@ -12,6 +12,10 @@ then a spike train was still 2.7 % off after 200 epochs.  Settings: 180 epochs, 
 cosine schedule (constant rates end wherever the last oscillation of a rugged loss leaves
 them: 0.5 % or 1.7 % off depending on rounding in the 15th digit of the start).  Measured:
 all five within 0.05 %, 146 s for the whole test on 2 busy cores.
+
+Through NEURON (15 shadow cells, one NEURON process for all epochs: backends/neuron/
+session.py), 240 epochs: all five within 0.006 %; 70 s for the whole test on 2 cores at
+load 7.5 with the mods already built, 217 s when it compiles them (two libraries).
 """
 
 from __future__ import annotations
@@ -20,13 +24,11 @@ import json
 
 import pytest
 
-from conftest import CORPUS
+from conftest import ACNET, CORPUS
 from nml_gradiff.cli import main
 from nml_gradiff.ingest.simulation import load_simulation
 from nml_gradiff.runtime.run import run_lems
 from nml_gradiff.runtime.writeback import write_values
-
-ACNET = CORPUS / "OpenSourceBrain+ACnet2" / "neuroConstruct" / "generatedNeuroML2"
 
 PROTOCOL = """<Lems>
     <Target component="sim"/>
@@ -66,18 +68,20 @@ TRUE = {"pyr_4_sym/Ca_pyr_soma_group/condDensity": 0.01,
         "pyr_4_sym/LeakConductance_pyr_all/condDensity": 0.0001420051,
         "pyr_4_sym/Na_pyr_soma_group/condDensity": 0.12}
 FACTORS = [1.15, 0.85, 1.12, 0.82, 0.90]
+#: Through NEURON, 180 epochs (the JAX test's) ended 0.75 % off (Kahp; loss 0.25): Adam's
+#: path on this rugged loss depends on rounding (docs/tune.md), and this one was still
+#: following the Ca-Kahp valley when the cosine rate reached 0.  240 epochs: 0.006 %.
+EPOCHS_NEURON = 240
 
 
-@pytest.mark.slow
-def test_recovers_five_conductances_of_pyr_4_sym(tmp_path):
-    pytest.importorskip("jax")
-    if not ACNET.is_dir():
-        pytest.skip(f"the real-model corpus is not here ({CORPUS}): no ACnet2 pyr_4_sym")
+def _recover(tmp_path, backend: str, epochs: int) -> None:
+    """Target from the original cell, perturbed start, ``tune --backend BACKEND``; the best
+    epoch must be within 1 % of every original value."""
     lems = tmp_path / "LEMS_pyr_tune.xml"
     lems.write_text(PROTOCOL)
     model, _ = load_simulation(lems, include_dirs=[ACNET])
     assert {p.path: p.value for p in model.parameters() if p.path in TRUE} == TRUE
-    run_lems(lems, "jax", tmp_path / "target", include_dirs=[ACNET])
+    run_lems(lems, backend, tmp_path / "target", include_dirs=[ACNET])
     start = {p: v * f for (p, v), f in zip(TRUE.items(), FACTORS)}
     perturbed = write_values(lems, model.parameters(), start, tmp_path / "perturbed",
                              include_dirs=[ACNET])
@@ -85,13 +89,35 @@ def test_recovers_five_conductances_of_pyr_4_sym(tmp_path):
     # file, so no -I is needed (and the original could not be picked up through one).
     assert (perturbed.parent / "pyr_4_sym.cell.nml").is_file()
     out = tmp_path / "tuned"
-    assert main(["tune", str(perturbed), "--params",
+    assert main(["tune", str(perturbed), "--backend", backend, "--params",
                  "pyr_4_sym/*/condDensity", "--target-trace",
-                 str(tmp_path / "target" / "v.dat"), "--epochs", "180", "--lr", "0.03",
+                 str(tmp_path / "target" / "v.dat"), "--epochs", str(epochs), "--lr", "0.03",
                  "--schedule", "cosine", "-o", str(out)]) == 0
     history = json.loads((out / "history.json").read_text())
     first, best = history["epochs"][0], history["epochs"][history["best_epoch"]]
     assert first["params"] == pytest.approx(start, rel=1e-12)
-    assert best["loss"] < 1e-4 * first["loss"]          # measured: 6849 -> 0.0016 mV2 ms
+    assert best["loss"] < 1e-4 * first["loss"]
     for path, value in TRUE.items():
         assert best["params"][path] == pytest.approx(value, rel=0.01), path
+
+
+@pytest.fixture
+def acnet():
+    if not ACNET.is_dir():
+        pytest.skip(f"the real-model corpus is not here ({CORPUS}): no ACnet2 pyr_4_sym")
+
+
+@pytest.mark.slow
+def test_recovers_five_conductances_of_pyr_4_sym(tmp_path, acnet):
+    """Measured: loss 6849 -> 0.0016 mV2 ms, every conductance within 0.05 %."""
+    pytest.importorskip("jax")
+    _recover(tmp_path, "jax", 180)
+
+
+@pytest.mark.slow
+def test_recovers_five_conductances_of_pyr_4_sym_through_neuron(tmp_path, acnet):
+    """The same fit through NEURON's shadow cells (15 shadows: 3 cells x 5 conductances),
+    NEURON's own trace as the target.  Measured: loss 6849 -> 1.8e-5 mV2 ms (epoch 236),
+    every conductance within 0.006 %."""
+    pytest.importorskip("neuron")
+    _recover(tmp_path, "neuron", EPOCHS_NEURON)

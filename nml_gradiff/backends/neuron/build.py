@@ -4,9 +4,10 @@
 when that exact set (and that ``nrnivmodl``) has never been built before:
 
 * the build folder is ``<cache>/<key>/`` where ``key`` is the sha256 of the sorted
-  ``(file name, content)`` pairs, the NEURON version and a digest of the content of NEURON's
-  library (``libnrniv``; no path, so a new virtual environment with the same NEURON reuses
-  the cache); ``<cache>`` is ``cache_dir``, else
+  ``(file name, content without its COMMENT blocks)`` pairs (the header's source path and
+  command change nothing nocmodl compiles), the NEURON version and a digest of the content
+  of NEURON's library (``libnrniv``; no path, so a new virtual environment with the same
+  NEURON reuses the cache); ``<cache>`` is ``cache_dir``, else
   ``$NML_GRADIFF_CACHE``, else ``~/.cache/nml-gradiff/neuron``;
 * a build runs in a fresh temporary folder beside it and is renamed into place only when the
   library exists, so a build folder is always complete; when two processes build the same key,
@@ -113,10 +114,18 @@ def _digest(path: Path, mtime_ns: int, size: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+#: NMODL's block comments: the generated header names the source file and the command,
+#: which nocmodl ignores.
+_COMMENT_BLOCK = re.compile(r"^COMMENT\b.*?^ENDCOMMENT\b", re.MULTILINE | re.DOTALL)
+
+
 def _key(files: dict[str, str], version: str) -> str:
+    """The code, not the comments: the same channel read from another folder (a model copied
+    to a temporary folder by every test or ``tune`` run) reuses the build."""
     h = hashlib.sha256(version.encode())
     for name in sorted(files):
-        h.update(b"\0" + name.encode() + b"\0" + files[name].encode())
+        code = _COMMENT_BLOCK.sub("COMMENT", files[name])
+        h.update(b"\0" + name.encode() + b"\0" + code.encode())
     return h.hexdigest()[:32]
 
 

@@ -5,6 +5,15 @@ gradient from the recorded values and sensitivities.
 The loss is the JAX backend's (runtime/tune.py): sum over recorded times of
 (y - target)^2 * dt in the internal units of each quantity, so both backends can be compared
 number for number.
+
+An epoch's simulation of a small cell takes a tenth of a second; starting NEURON and
+emitting the mods took ten times as long.  So the runs with sensitivities go to one NEURON
+process kept alive (:class:`.session.Session`), and the mods emitted for the first epoch
+serve all of them: a placement's values (conductance densities, reversal potentials) are
+RANGE values in the plan anyway, and a channel's or pool's own parameters (a rate's
+midpoint, a pool's decay constant), which a fresh emission would write into the mod as
+PARAMETER defaults (new mods, a new library to compile every epoch), are set as RANGE
+values on every placement of their mechanism instead.
 """
 
 from __future__ import annotations
@@ -15,8 +24,11 @@ import numpy as np
 
 from ...ir.model import Model
 from ...ir.simulation import Simulation
+from .build import build
 from .plan import make_plan
-from .run import simulate
+from .run import simulate, traces_of
+from .session import Session
+from .shadow_plan import make_sens_plan, resolve
 
 
 class NeuronObjective:
@@ -29,6 +41,9 @@ class NeuronObjective:
         to_si = make_plan(self.model, sim).units
         self.scales = {k: to_si[text] for k, text in self.columns.items()}
         self.units = {k: "" for k in self.columns}
+        self.targets = [resolve(self.model, p) for p in self.paths]
+        self._memo = {}         # the emitted mods, kept from the first epoch (make_sens_plan)
+        self._session: Session | None = None
 
     def _set(self, x: np.ndarray) -> None:
         for path, value in zip(self.paths, x):
@@ -40,9 +55,34 @@ class NeuronObjective:
         return traces.t_ms, {k: traces.values[text] / self.scales[k]
                              for k, text in self.columns.items()}
 
+    def _with_sensitivities(self):
+        plan = make_sens_plan(self.model, self.sim, self.paths, memo=self._memo)
+        self._set_mechanism_values(plan.data)
+        library = build(plan.mods)
+        if self._session is None or self._session.library != library:
+            self.close()
+            self._session = Session(library)
+        return traces_of(plan, self._session.run(plan.data), True)
+
+    def _set_mechanism_values(self, data: dict) -> None:
+        """The tuned parameters of channels and pools as RANGE values of every compartment
+        where their mechanism is placed (the primal and, through ``shadow_builder``, its
+        companion read them), overriding the stale defaults of the memoised mods."""
+        moved = {(t.mechanism, t.symbol): self.params[t.path].value
+                 for t in self.targets if t.placement is None}
+        if not moved:
+            return
+        for component, kind in data["cell_types"].items():
+            mechanism_of = _mechanisms(self.model.cells[component])
+            nseg = {sec["name"]: sec["nseg"] for sec in kind["sections"]}
+            for pl in kind["placements"]:
+                for (mechanism, symbol), value in moved.items():
+                    if mechanism_of[pl["id"]] == mechanism:
+                        pl["range"][symbol] = [value] * nseg[pl["section"]]
+
     def loss_and_grad(self, x: np.ndarray, target: dict) -> tuple[float, np.ndarray]:
         self._set(x)
-        traces = simulate(self.model, self.sim, self.paths)
+        traces = self._with_sensitivities()
         order = [traces.params.index(p) for p in self.paths]
         dt = self.sim.dt_ms
         loss, grad = 0.0, np.zeros(len(self.paths))
@@ -53,3 +93,16 @@ class NeuronObjective:
             loss += dt * float(np.sum(err ** 2))
             grad += dt * 2.0 * (err @ sens)
         return loss, grad
+
+    def close(self) -> None:
+        """Stop the NEURON process (it also stops when the objective is collected)."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+def _mechanisms(cell) -> dict[str, str]:
+    """Placement or species id -> the mechanism it places."""
+    out = {pl.id: pl.mechanism for pl in cell.placements}
+    out.update({sp.id: sp.concentration_model for sp in cell.species})
+    return out

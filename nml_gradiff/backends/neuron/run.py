@@ -41,11 +41,16 @@ def simulate(model: Model, sim: Simulation, params: list[str], *,
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
             raise ModelError(f"NEURON failed on {sim.source_file}:\n{tail}")
         data = dict(np.load(out_file))
+    return traces_of(plan, data, bool(params))
+
+
+def traces_of(plan, data: dict, sensitivities: bool) -> Traces:
+    """The runner's arrays (``runner.run``'s OUT.npz) as Traces, in SI units."""
     keys = list(plan.data["record"])
     values = {k: data[f"r{i}"] * plan.units[k] for i, k in enumerate(keys)}
     spikes = {k: list(data[f"s{i}"]) for i, k in enumerate(plan.data["spikes"])}
     traces = Traces(t_ms=data["t"], values=values, spikes=spikes)
-    if params:      # d(value in SI)/d(parameter in the units inspect --params prints)
+    if sensitivities:   # d(value in SI)/d(parameter in the units inspect --params prints)
         traces.params = list(plan.data["sensitivity"]["params"])
         traces.sens = {k: data[f"S{i}"] * plan.units[k] for i, k in enumerate(keys)}
     return traces

@@ -132,8 +132,12 @@ class ShadowPlanner:
             mech = self.model.mechanisms[lp["mechanism"]]
             wanted = {t.symbol for t in self.targets if t.mechanism == mech.name}
             cols = [s for s in [*mech.parameters, *mech.placement] if s in wanted]
-            comp = emit_companion(mech, binding, cols, pools=pools,
-                                  export=mech.kind == "channel" and binding.ion in pools)
+            export = mech.kind == "channel" and binding.ion in pools
+            key = ("companion", name, tuple(cols), tuple(sorted(pools.items())), export)
+            if key not in self.planner.memo:        # Planner.memo: kept across plans
+                self.planner.memo[key] = emit_companion(mech, binding, cols, pools=pools,
+                                                        export=export)
+            comp = self.planner.memo[key]
             self.plan.mods[comp.name] = comp.text
             self.companions[name] = {"name": comp.name, "pointers": comp.pointers,
                                      "wrt": comp.wrt}
@@ -197,8 +201,14 @@ class ShadowPlanner:
 
 
 def make_sens_plan(model: Model, sim: Simulation, params: list[str],
-                   integration: str = "exact") -> Plan:
-    """The primal plan plus the shadow cells of ``params`` (parameter paths)."""
-    planner = Planner(model, sim, integration)
+                   integration: str = "exact", memo: dict | None = None) -> Plan:
+    """The primal plan plus the shadow cells of ``params`` (parameter paths).
+
+    ``memo``: a dict the caller keeps across calls to reuse the emitted mods (emitting is
+    most of the planning time).  The mods keep the parameter values of the call that
+    emitted them as PARAMETER defaults: a caller that changes a channel's or pool's own
+    parameter between calls sets it as a RANGE value in the plan (``objective.py``);
+    placement values are RANGE values anyway."""
+    planner = Planner(model, sim, integration, memo)
     planner.build()
     return ShadowPlanner(planner, params).build()
