@@ -90,7 +90,7 @@ def calibrate_width(t_ms, v, threshold: float, slope: float) -> float:
 
 
 def _proxy(objective, x0, settings: OnlineSettings):
-    from ..backends.jax.learner import RateProxy
+    from ..backends.learning import RateProxy
     key = voltage_key(objective.units)
     width = settings.rate_width
     if width is None:
@@ -103,7 +103,7 @@ def _proxy(objective, x0, settings: OnlineSettings):
 # ---------------------------------------------------------------------------- tuning
 
 def _learner(request, objective, x0, target):
-    from ..backends.jax.learner import OnlineOptions
+    from ..backends.learning import OnlineOptions
     s, a = request.online, request.adam
     every = s.update_every or max(1, int(round(1.0 / objective.dt)))
     lower = tuple(0.0 for _ in x0) if s.positive else a.lower
@@ -116,9 +116,10 @@ def _learner(request, objective, x0, target):
 
 def _check(request) -> None:
     request.online.check()
-    if request.backend != "jax":
+    if request.backend not in ("jax", "neuron"):
         raise UnsupportedError(f"tune --backend {request.backend} --mode online / "
-                               "--target-rate: only the jax backend has the learner yet")
+                               "--target-rate: only the jax and neuron backends have the "
+                               "learner")
     if request.mode == "online" and request.adam.schedule != "constant":
         raise ModelError("online tuning uses a constant learning rate: drop --schedule "
                          f"{request.adam.schedule} (or give --schedule constant)")
@@ -135,7 +136,7 @@ def tune_online(request):
         request.online = OnlineSettings()
     _check(request)
     s = setup(request)
-    objective, x0, paths, t_ms = s.objective, s.x0, s.paths, s.t_ms
+    objective, x0, paths, t_ms = _online(s.objective, request.backend), s.x0, s.paths, s.t_ms
     target = s.target_file.on_grid(t_ms, objective.scales) if s.target_file else None
     learner, proxy = _learner(request, objective, x0, target)
     history, best, final = _learn(request, learner, objective, x0, paths, proxy)
@@ -152,6 +153,15 @@ def tune_online(request):
     plot_all(out, history, paths, t_ms, before, after, shown, objective.units,
              request.mode, request.target_rate)
     return TuneResult(paths, units, history, best, tuned)
+
+
+def _online(objective, backend: str):
+    """The objective the learner needs: NEURON's wraps its offline one
+    (backends/neuron/learner.py); JAX's is both."""
+    if backend == "neuron":
+        from ..backends.neuron.learner import NeuronOnlineObjective
+        return NeuronOnlineObjective(objective)
+    return objective
 
 
 def _learn(request, learner, objective, x0, paths, proxy):

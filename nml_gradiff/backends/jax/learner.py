@@ -22,66 +22,15 @@ gradient of the time-integrated loss (:func:`epoch_loss_and_grad`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from ...errors import ModelError
+from ..learning import OnlineOptions, OnlineRun, RateProxy
 
-
-@dataclass(frozen=True)
-class RateProxy:
-    """A low-pass filtered sigmoid of V, scaled to read as spikes per second:
-
-        r' = (1000 * sigmoid((V - threshold) / slope) / width - r) / tau       r in 1/s
-
-    sigmoid(...) is ~1 while V is above the threshold, so over one spike its time-integral
-    is the spike's width at the threshold; ``width`` (ms) is that integral per spike
-    measured on the model's own initial run (runtime/tune_online.py), so that each spike
-    adds ~1 to the integral of r / 1000 and the filter's mean is the spike rate averaged
-    over ``tau``.  The gradient sees every way V's time above threshold changes: spikes
-    moving, appearing or growing, near-threshold excursions, and the spikes' width, so the
-    proxy stays a rate only as long as tuning does not change the spike's shape much
-    (tune reports the real spike rate beside it)."""
-
-    threshold_mv: float = -20.0
-    slope_mv: float = 2.0
-    tau_ms: float = 100.0
-    width_ms: float = 1.0
-    key: str = ""                     # the OUTPUTS key of the membrane potential
-
-    def check(self) -> None:
-        for name in ("slope_mv", "tau_ms", "width_ms"):
-            if not getattr(self, name) > 0:
-                raise ModelError(f"the rate proxy's {name} must be positive, "
-                                 f"got {getattr(self, name)}")
-
-
-@dataclass(frozen=True)
-class OnlineOptions:
-    lr: float = 1e-3                  # Adam's rate per update (relative to |theta0| if relative)
-    leak: float = 10.0                # lambda of g' = e - lambda g, in 1/s
-    every: int = 10                   # steps between Adam updates (M)
-    clip: float | None = None         # largest norm of g in step units
-    relative: bool = True
-    lower: tuple | None = None        # bounds per tuned parameter (None: unbounded)
-    upper: tuple | None = None
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-
-    def check(self) -> None:
-        if not (self.lr > 0 and np.isfinite(self.lr)):
-            raise ModelError(f"--lr must be a positive number, got {self.lr}")
-        if not (self.leak >= 0 and np.isfinite(self.leak)):
-            raise ModelError(f"--leak must be a non-negative rate (1/s), got {self.leak}")
-        if self.every < 1:
-            raise ModelError(f"--update-every must be at least 1 step, got {self.every}")
-        if self.clip is not None and not self.clip > 0:
-            raise ModelError(f"--clip must be positive, got {self.clip}")
+__all__ = ["OnlineLearner", "OnlineOptions", "OnlineRun", "RateProxy"]
 
 
 # ---------------------------------------------------------------------------- objectives
@@ -161,11 +110,13 @@ def _chunk_runner(module, base, objective: _Objective, o: OnlineOptions, dt, lea
     threshold = objective.proxy.threshold_mv if objective.proxy is not None else None
 
     def one_step(carry, xs):
-        s, S, theta, g, aux, v_prev, loss, spikes = carry
+        s, S, theta, (g, e_prev), aux, v_prev, loss, spikes = carry
         k, y_k = xs
         new, S_new, rec, drec = module.step_sens(_with(base, paths, theta), s, S, k * dt, dt)
         l, e, aux = objective(rec, drec, aux, y_k, dt)
-        g = decay * g + e * dt
+        if o.delay:                         # NEURON's learner: e of the step before
+            e, e_prev = e_prev, e
+        g = (decay * g + e * dt, e_prev)
         if threshold is not None:           # real spikes, to check the proxy against
             v = rec[objective.v_idx]
             spikes = spikes + ((v_prev < threshold) & (v >= threshold))
@@ -181,22 +132,11 @@ def _chunk_runner(module, base, objective: _Objective, o: OnlineOptions, dt, lea
         inner, _ = lax.scan(one_step, inner, (ks, ys))
         s, S, theta, g, aux, v_prev, loss, spikes = inner
         if learn:
-            theta, m, v, k_upd = _adam(theta, g, m, v, k_upd, scale, o)
+            theta, m, v, k_upd = _adam(theta, g[0], m, v, k_upd, scale, o)
         out = (theta, loss, spikes, aux[0])
         return ((s, S, theta, g, aux, v_prev, loss, spikes), m, v, k_upd), out
 
     return chunk
-
-
-@dataclass
-class OnlineRun:
-    """What the learner recorded, one row per update interval (M steps)."""
-    t_ms: np.ndarray          # end of each interval, counted over all epochs
-    theta: np.ndarray         # [U, P] after each update
-    loss: np.ndarray          # [U] loss integrated over the interval (l dt)
-    spikes: np.ndarray        # [U] threshold crossings in the interval (rate objective)
-    rate: np.ndarray          # [U] the rate proxy at the end of the interval (1/s)
-    final_theta: np.ndarray
 
 
 class OnlineLearner:
@@ -249,7 +189,8 @@ class OnlineLearner:
         rec0, drec0 = self.module.record_sens(params, s0, S0, 0.0)
         v0 = rec0[self.objective.v_idx] if self.objective.proxy is not None else 0.0
         zeros = jnp.zeros_like(theta0)
-        inner = (s0, S0, theta0, zeros, self.objective.aux0(drec0), jnp.asarray(v0),
+        # g is (the leaky gradient, e of the last step: for OnlineOptions.delay)
+        inner = (s0, S0, theta0, (zeros, zeros), self.objective.aux0(drec0), jnp.asarray(v0),
                  jnp.zeros(()), jnp.zeros((), dtype=jnp.int32))
         return (inner, zeros, zeros, jnp.zeros((), dtype=jnp.int32))
 
@@ -281,4 +222,4 @@ class OnlineLearner:
         theta = np.asarray(theta, dtype=float)
         carry = self.initial_carry(base, theta)
         carry, out = self._compiled(False)(base, jnp.ones_like(theta), carry)
-        return float(np.sum(out[1])), np.asarray(carry[0][3])
+        return float(np.sum(out[1])), np.asarray(carry[0][3][0])

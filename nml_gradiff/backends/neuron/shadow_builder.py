@@ -10,6 +10,8 @@ its own ``v`` starts at 0 and is ``dv/dtheta`` one step behind the primal
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 try:
@@ -28,28 +30,29 @@ class Shadows:
         self.cells = []                      # (shadow spec, {section: Section})
         for spec in sens["shadows"]:
             self.cells.append((spec, _shadow_cell(h, plan, cells, spec, sens)))
-        self.handler = h.FInitializeHandler(0, self._zero)
+        # a function of the sections, not a bound method: a handler holding its Shadows
+        # would be a reference cycle through NEURON, which Python cannot collect, and the
+        # shadows would outlive their run (session.py runs many plans in one process)
+        self.handler = h.FInitializeHandler(0, functools.partial(_zero, self.cells))
         self.vectors = {key: [self._vector(h, where, k) for k in range(len(self.params))]
                         for key, where in self.record.items()}
 
-    def _zero(self):
-        # every node, the zero-area ends included: S_v[0] = 0 exactly
-        for _, sections in self.cells:
-            for sec in sections.values():
-                for seg in sec.allseg():
-                    seg.v = 0.0
-
     def _vector(self, h, where, k):
-        """The shadow of parameter k for the recorded (population, index) at (section, x);
-        None when that cell has no shadow (its sensitivity is zero)."""
+        ref = self.reference(where, k)
+        return None if ref is None else h.Vector().record(ref)
+
+    def reference(self, where, k):
+        """The shadow of parameter k for the recorded (population, index) at (section, x),
+        as a NEURON reference (``_ref_``); None when that cell has no shadow (its
+        sensitivity is zero).  ``where``: an entry of the plan's ``sensitivity.record``."""
         for spec, sections in self.cells:
             if (spec["population"], spec["index"], spec["param"]) == \
                     (where["population"], where["index"], k):
                 seg = sections[where["section"]](where["x"])
                 ref = where["ref"]
                 if ref[0] == "v":
-                    return h.Vector().record(seg._ref_v)
-                return h.Vector().record(getattr(seg, f"_ref_S_{ref[2]}_{ref[1]}"))
+                    return seg._ref_v
+                return getattr(seg, f"_ref_S_{ref[2]}_{ref[1]}")
         return None
 
     def finish(self, h, n):
@@ -61,6 +64,14 @@ class Shadows:
             cols = [np.array(v)[1:n + 1] if v is not None else np.zeros(n) for v in vecs]
             out[key] = np.stack(cols, axis=1) if cols else np.zeros((n, 0))
         return out
+
+
+def _zero(cells):
+    # every node, the zero-area ends included: S_v[0] = 0 exactly
+    for _, sections in cells:
+        for sec in sections.values():
+            for seg in sec.allseg():
+                seg.v = 0.0
 
 
 def _shadow_cell(h, plan, cells, spec, sens):
