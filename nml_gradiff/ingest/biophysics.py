@@ -107,7 +107,7 @@ class CellContext:
         text = self.required(el, attr)
         q = self.units.parse_quantity(text, dimension, file=self.file, line=el.sourceline,
                                       element=local(el))
-        return to_internal(q.si, q.dimension)
+        return q.internal       # from the decimal text where it can be: no double rounding
 
     def parameter(self, el, path: str, name: str, value: float, dimension: str,
                   attribute: str | None = None) -> Parameter:

@@ -23,7 +23,6 @@ from ..errors import ModelError
 from ..ingest import xml
 from ..ingest.units import UnitSystem
 from ..ir.mechanism import Parameter
-from ..ir.units import to_internal
 
 __all__ = ["quantity_text", "write_values"]
 
@@ -33,7 +32,7 @@ def quantity_text(value: float, param: Parameter, units: UnitSystem) -> str:
     plain = param.unit in ("", "1")
     text = repr(float(value)) if plain else f"{float(value)!r}{param.unit}"
     dim = units.dimension(param.dimension or "none")
-    back = to_internal(units.parse_quantity(text, dim).si, dim)
+    back = units.parse_quantity(text, dim).internal       # as ingest reads it
     if abs(back - value) > 1e-12 * max(abs(value), 1e-300):
         raise ModelError(f"cannot write {param.path} = {value!r} {param.unit}: "
                          f"'{text}' reads back as {back!r}")
