@@ -20,8 +20,10 @@ from .run import run_lems
 #: Data made by jNeuroML (jNeuroML_NEURON and jNeuroML_NetPyNE run its exported mods:
 #: forward-Euler gates, lagged conductance; for jLEMS we measured the same mode to be the
 #: closer one) -> ``jnml_neuron``; data made by the model's original NEURON code (hand-written
-#: mods, cnexp) -> ``exact``.  Who made a .mep: :func:`omv_provenance.mep_maker`;
-#: measurements in docs/omv-neuron.md.
+#: mods, mostly cnexp) -> ``exact``.  Where the original's mods use derivimplicit (backward
+#: Euler) at a step other than the LEMS file's, neither integration is theirs and neither can
+#: be chosen from the corpus (their hoc and mods are not in it): Solinas ``soma2``, measured
+#: in docs/omv-neuron.md ("Fourth round").  Who made a .mep: :func:`omv_provenance.mep_maker`.
 REFERENCE_INTEGRATION = {JNEUROML: "jnml_neuron", ORIGINAL: "exact"}
 
 
