@@ -738,3 +738,75 @@ def test_ghk_currents_match_the_neuron_backend(corpus):
         ca = nrn.values[f"{cell}/caConc"]
         assert np.ptp(ca) > 0.2 * ca[0]
         np.testing.assert_allclose(ours.values[f"{cell}/caConc"], ca, rtol=1e-12, atol=0)
+
+
+def _golgi_copy(tmp_path, corpus, lems: str, length: str, columns: str):
+    """Solinas' Golgi folder copied to ``tmp_path`` (the corpus is read-only), ``lems``
+    shortened to ``length`` and its first OutputFile given ``columns`` more."""
+    import re
+    import shutil
+    src = corpus / "OpenSourceBrain+SolinasEtAl-GolgiCell" / "NeuroML2"
+    if not src.is_dir():
+        pytest.skip(f"no Solinas Golgi cell in the corpus ({src})")
+    for f in src.glob("*.nml"):
+        shutil.copy(f, tmp_path)
+    text = (src / lems).read_text()
+    text = re.sub(r'length="[^"]*"', f'length="{length}"', text, count=1)
+    text = re.sub(r'(<OutputFile [^>]*>)', lambda m: m.group(1) + columns, text, count=1)
+    (tmp_path / lems).write_text(text)
+    return tmp_path / lems
+
+
+def _nernst_mV(ci, co, z, celsius):
+    """NEURON's nrn_nernst with its CODATA 2018 constants (independent of runtime.nernst):
+    R = N_A k and F = N_A e, all three exact in the 2019 SI."""
+    NA, k, e = 6.02214076e23, 1.380649e-23, 1.602176634e-19
+    R, F = NA * k, NA * e
+    return 1000.0 * R * (celsius + 273.15) / (z * F) * np.log(co / ci)
+
+
+@pytest.mark.corpus
+def test_nernst_ca2_density_uses_the_second_pool(tmp_path, corpus):
+    """Solinas' Golgi cell (cell2CaPools): its channelDensityNernstCa2 (Ca_LVA, ion="ca" in
+    the file) feeds the ca2 pool and takes its Nernst potential from ca2 (as jNeuroML's export
+    and the NEURON backend); channelDensityNernst (Ca_HVA) stays on the ca pool. Checked on
+    the model's own equations over 0.25 ms (100 steps): each erev is the Nernst potential of
+    its own pool, and both pools move (ca2 did not: the LVA current went into ca)."""
+    from nml_gradiff.backends.jax.run import simulate as jax_simulate
+    mp = "CG_Golgi/0/Golgi/biophys/membraneProperties2CaPools"
+    columns = (f'<OutputColumn id="ca2" quantity="CG_Golgi/0/Golgi/caConc2"/>'
+               f'<OutputColumn id="elva" quantity="{mp}/Ca_LVA_soma_group/erev"/>'
+               f'<OutputColumn id="ehva" quantity="{mp}/Golgi_Ca_HVA_soma_group/erev"/>')
+    model, sim = load_simulation(_golgi_copy(tmp_path, corpus, "LEMS_Golgi.xml", "0.25ms",
+                                             columns))
+    out = jax_simulate(model, sim, []).values
+    ca, ca2 = out["CG_Golgi/0/Golgi/caConc"], out["CG_Golgi/0/Golgi/caConc2"]  # mol/m3 = mM
+    for c in (ca, ca2):
+        assert c[-1] > 1.01 * c[0]          # both Ca currents flow into their pools
+    assert abs(ca[-1] / ca2[-1] - 1) > 1e-3  # two pools, two histories
+    celsius = sim.temperature_degC
+    np.testing.assert_allclose(out[f"{mp}/Ca_LVA_soma_group/erev"] * 1e3,
+                               _nernst_mV(ca2, 2.0, 2, celsius), rtol=1e-12)
+    np.testing.assert_allclose(out[f"{mp}/Golgi_Ca_HVA_soma_group/erev"] * 1e3,
+                               _nernst_mV(ca, 2.0, 2, celsius), rtol=1e-12)
+
+
+@pytest.mark.corpus
+def test_pool_time_conditions_apply_each_step(tmp_path, corpus):
+    """Solinas' caClamp pool (LEMS_KAHP_Test) holds its concentration by OnConditions on t
+    alone: conc1 from ``delay`` for ``duration``, conc0 otherwise (they were dropped, and the
+    KS channel never saw the clamp). NEURON checks them once per step after the state
+    update, at t + dt: so the value recorded at t is the window's value at t."""
+    from nml_gradiff.backends.jax.emit import emit, load_module
+    model, sim = load_simulation(_golgi_copy(
+        tmp_path, corpus, "LEMS_KAHP_Test.xml", "1ms",
+        '<OutputColumn id="ca" quantity="CG_Test/0/TestKAHP/caConc"/>'))
+    m = load_module(emit(model, sim))
+    p = dict(m.PARAMS, **{"CaClamp/delay": 0.3, "CaClamp/duration": 0.4})
+    t, rec = jax.jit(m.simulate)(p)
+    key = next(k for k, (_u, _s, text) in m.OUTPUTS.items() if text.endswith("/caConc"))
+    t, ca = np.asarray(t), np.asarray(rec[key])
+    inside = (t >= 0.3 + 1e-9) & (t < 0.7 - 1e-9)
+    edges = np.isclose(t, 0.3) | np.isclose(t, 0.7)
+    np.testing.assert_array_equal(ca[inside], p["CaClamp/conc1"])
+    np.testing.assert_array_equal(ca[~inside & ~edges], p["CaClamp/conc0"])

@@ -299,19 +299,29 @@ class MechanismCode:
         return expr
 
     def _events_after(self, outs):
-        """Clamps a mechanism applies to itself (``c < 0 -> c = 0``): on the new values."""
-        events = [e for e in self.sm.events if e.kind in ("continuous",) and e.condition is not None]
+        """A mechanism's OnConditions on the new values, once per step, in document order
+        (each sees the assignments of the ones before), as NEURON runs a current-less
+        mechanism's BREAKPOINT after SOLVE (the NEURON backend's pool ``events``). A pool
+        applies all of them (``t`` is t + dt there: e.g. caClamp's time windows); a channel
+        only clamps (``c < 0 -> c = 0``): NEURON refuses any other, and so do we."""
+        events = [e for e in self.sm.events if e.condition is not None and e.assign]
         if not events or self.mech.kind == "cell":
             return outs
-        new = {symbol(n): e for n, e in outs}
+        if self.mech.kind != "concentration":
+            other = sorted({e.kind for e in events} - {"continuous"})
+            if other:
+                raise UnsupportedError(f"events (OnCondition, {', '.join(other)})"
+                                       f" in {self.mech.kind} {self.mech.name}")
         result = dict(outs)
         for ev in events:
-            cond = ev.condition.xreplace(new)
-            for target, value in ev.assign.items():
-                key = target
-                if key in result:
-                    result[key] = sympy.Piecewise((value.xreplace(new), cond),
-                                                  (result[key], True))
+            now = {symbol(n): e for n, e in result.items()}
+            cond = ev.condition.xreplace(now)
+            assigned = {n: v.xreplace(now) for n, v in ev.assign.items()}
+            for target, value in assigned.items():
+                if target not in result:
+                    raise UnsupportedError(f"an event of {self.mech.name} assigns "
+                                           f"{target}, which is not a state it steps")
+                result[target] = sympy.Piecewise((value, cond), (result[target], True))
         return list(result.items())
 
     def init(self) -> Function:
@@ -609,7 +619,8 @@ class Plan:
         for b in self.blocks:
             for pl in b.cell.placements:
                 mode = pl.erev_mode if pl.erev_mode in GHK_MODES else ""
-                nodes = placed.setdefault((b.cell.id, pl.mechanism, pl.ion, mode), {})
+                nodes = placed.setdefault((b.cell.id, pl.mechanism, placement_ion(pl), mode),
+                                          {})
                 nodes.setdefault(pl.id, []).extend(b.g(i) for i in placement_nodes(b.comp, pl))
                 placements[f"{b.cell.id}/{pl.id}"] = pl
                 cells[b.cell.id] = b.cell
@@ -686,6 +697,26 @@ class Plan:
         position = [i.id for i in pop.instances].index(ip.cell_index) if pop.instances \
             else ip.cell_index
         return ("point", ip.population, position)
+
+
+def placement_ion(pl: Placement) -> str:
+    """The ion a density's current and Nernst potential belong to. A channelDensityNernstCa2
+    is the second calcium pool's of a cell2CaPools (``ca2``) whatever ion the file names
+    (Solinas' Golgi cell says ion="ca"): as jNeuroML's export and the NEURON backend
+    (``neuron/plan.py`` ``channel_binding``) bind it."""
+    return "ca2" if pl.kind == "channelDensityNernstCa2" else pl.ion
+
+
+def _read_ion(g: ChannelGroup, ion: str) -> str:
+    """The pool a channel's ``<ion>Conc`` read comes from: a NernstCa2 density's ``caConc``
+    is its ``ca2`` pool's (the NEURON backend binds it to ca2i)."""
+    ca2 = {pc.placement.kind == "channelDensityNernstCa2" for pc in g.pieces}
+    if ion != "ca" or ca2 == {False}:
+        return ion
+    if len(ca2) > 1:
+        raise UnsupportedError(f"{g.key}: reads caConc on channelDensityNernstCa2 and other "
+                               "densities of one ion (ca2 and ca pools at once)")
+    return "ca2"
 
 
 def _node_label(b: CellBlock, i: int) -> str:
@@ -916,7 +947,7 @@ class ModuleWriter:
         for read in g.code.mech.reads:
             if read.endswith("Conc") and py_name(read) not in values:
                 values[py_name(read)] = self._concentration(
-                    g.key, g.nodes, read[:-4], state, "concentration")
+                    g.key, g.nodes, _read_ion(g, read[:-4]), state, "concentration")
         return values
 
     def _ghk_values(self, g: ChannelGroup, state: str) -> dict[str, str]:
@@ -988,7 +1019,7 @@ class ModuleWriter:
         if pl.erev_mode == "fixed":
             return self.source(pl.parameters["erev"])
         if pl.erev_mode == "nernst":
-            ion = pl.ion
+            ion = placement_ion(pl)
             if ion not in VALENCE:
                 raise UnsupportedError(f"Nernst potential of ion '{ion}' (valence unknown)")
             key = f"{g.cell.id}/{pl.id}"
@@ -1288,8 +1319,8 @@ class ModuleWriter:
                                    f"segment {seg}") from None
         if not ref.path and ref.variable == "v":
             return f's["v"][{node}]', "mV"
-        if not ref.path and ref.variable.endswith("Conc"):
-            ion = ref.variable[:-4]
+        if not ref.path and (ref.variable.endswith("Conc") or ref.variable == "caConc2"):
+            ion = "ca2" if ref.variable == "caConc2" else ref.variable[:-4]
             for pool in self.plan.pools:
                 if pool.species.ion == ion and node in pool.nodes:
                     k = pool.nodes.index(node)

@@ -173,8 +173,11 @@ def advance_tangent(code, primal, selected: set[str], exclude=frozenset()) -> Ta
             continue
         rows.append((key, _row_terms(sens.next, index[key], cols, selected)))
     for ev in code.sm.events:
-        if ev.kind != "continuous" or ev.condition is None or code.mech.kind == "cell":
+        if ev.condition is None or code.mech.kind == "cell" or not ev.assign:
             continue
+        if ev.kind != "continuous":   # the primal applies a pool's (emit._events_after)
+            raise UnsupportedError(f"sensitivities of {code.mech.name}: its OnCondition "
+                                   f"({ev.kind}) has no tangent here")
         kin = {s for ks in code.sm.kinetic for s in ks.states}
         new = {symbol(s): symbol(f"{s}__next") for s in code.sm.states}
         for target, value in ev.assign.items():

@@ -133,15 +133,15 @@ class SensitivityWriter:
         pl = pc.placement
         if pl.erev_mode == "fixed":
             return self.dsource(pl.parameters["erev"])
-        from .emit import VALENCE
-        key = f"{g.cell.id}/{pl.id}"
-        ci = self.w._concentration(key, pc.nodes, pl.ion, state, "concentration")
-        co = self.w._concentration(key, pc.nodes, pl.ion, state, "extConcentration")
+        from .emit import VALENCE, placement_ion
+        key, ion = f"{g.cell.id}/{pl.id}", placement_ion(pl)
+        ci = self.w._concentration(key, pc.nodes, ion, state, "concentration")
+        co = self.w._concentration(key, pc.nodes, ion, state, "extConcentration")
         dci = self._dconcentration(ci, state)
         dco = self._dconcentration(co, state)
         if dci is None and dco is None:
             return None
-        return (f"rt.nernst_tangent({ci}, {co}, {dci}, {dco}, {VALENCE[pl.ion]}, CELSIUS)")
+        return (f"rt.nernst_tangent({ci}, {co}, {dci}, {dco}, {VALENCE[ion]}, CELSIUS)")
 
     @staticmethod
     def _dconcentration(text: str, state: str) -> str | None:
