@@ -209,7 +209,13 @@ def tune_command(args) -> int:
     first, best = result.history[0], result.best
     print(f"loss {first['loss']:.6g} -> {best['loss']:.6g} (best of "
           f"{len(result.history) - 1} epochs: epoch {best['epoch']})")
-    for path, unit in zip(result.paths, result.units):
-        print(f"{path} {first['params'][path]!r} -> {best['params'][path]!r} {unit}")
-    print(f"wrote {Path(args.out) / 'history.json'} and the tuned model {result.tuned_model}")
+    print_values(result, first, best, Path(args.out))
     return 0
+
+
+def print_values(result: TuneResult, first: dict, final: dict, out: Path) -> None:
+    """The command's last lines (offline and online): each parameter from ``first`` to
+    ``final`` (history rows), and what was written."""
+    for path, unit in zip(result.paths, result.units):
+        print(f"{path} {first['params'][path]!r} -> {final['params'][path]!r} {unit}")
+    print(f"wrote {out / 'history.json'} and the tuned model {result.tuned_model}")

@@ -278,7 +278,7 @@ def _write_history(path: Path, request, paths, units, history, best, tuned, prox
 def online_command(request, args) -> int:
     """``tune --mode online`` / ``--target-rate``: the CLI's defaults for these modes, tune,
     print a summary."""
-    from .tune import tune
+    from .tune import print_values, tune
     request.online = online_settings(args)
     if request.mode == "online":
         if args.schedule == "cosine":
@@ -295,7 +295,5 @@ def online_command(request, args) -> int:
     if "spike_rate_after" in summary:
         print(f"spike rate over one run: {summary['spike_rate_before']:.4g}/s -> "
               f"{summary['spike_rate_after']:.4g}/s (target {request.target_rate:g}/s)")
-    for path, unit in zip(result.paths, result.units):
-        print(f"{path} {first['params'][path]!r} -> {last['params'][path]!r} {unit}")
-    print(f"wrote {Path(args.out) / 'history.json'} and the tuned model {result.tuned_model}")
+    print_values(result, first, last, Path(args.out))
     return 0

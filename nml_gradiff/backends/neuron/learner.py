@@ -33,7 +33,6 @@ from ...ir.model import Model
 from ..learning import OnlineOptions, OnlineRun, RateProxy
 from .build import build
 from .learner_emit import LEARNER, THETA, emit_learner, emit_theta
-from .plan import make_plan
 from .shadow_plan import make_sens_plan, resolve
 
 #: Recorded quantities the learner can read with their sensitivities, and their units.
@@ -50,7 +49,7 @@ class NeuronOnlineObjective:
         self.model, self.sim, self.paths = objective.model, objective.sim, objective.paths
         self.columns, self.scales = objective.columns, objective.scales
         self.dt, self.base = float(self.sim.dt_ms), None
-        record = make_plan(self.model, self.sim).data["record"]
+        record = objective.record
         self.units = {k: _UNITS.get(record[text]["what"], "?")
                       for k, text in self.columns.items()}
 

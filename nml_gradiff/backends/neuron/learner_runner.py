@@ -24,30 +24,10 @@ import time
 import numpy as np
 
 try:
-    from . import builder, learner_builder, runner, shadow_builder
+    from . import learner_builder, runner
 except ImportError:         # a standalone copy
-    import nmlg_builder as builder
     import nmlg_learner_builder as learner_builder
     import nmlg_runner as runner
-    import nmlg_shadow_builder as shadow_builder
-
-
-def _setup(h, plan, library):
-    builder.load_library(library)
-    h.load_file("stdrun.hoc")
-    for ion, conc in plan["ions"].items():
-        setattr(h, f"{ion}i0_{ion}_ion", conc["i"])
-        setattr(h, f"{ion}o0_{ion}_ion", conc["o"])
-    h.celsius = plan["celsius"]
-    cells = builder.build(h, plan)
-    inputs = builder.add_inputs(h, cells, plan["inputs"])
-    shadows = shadow_builder.Shadows(h, plan, cells)
-    handler = runner._initial_v(h, cells, plan)
-    h.dt = plan["dt"]
-    h.steps_per_ms = 1.0 / plan["dt"]
-    h.tstop = plan["tstop"]
-    h.secondorder = 0
-    return cells, inputs, shadows, handler
 
 
 def snapshot(h) -> list:
@@ -73,7 +53,7 @@ def restore(saved: list) -> None:
 
 def run(plan, library, out):
     from neuron import h
-    cells, inputs, shadows, handler = _setup(h, plan, library)
+    cells, inputs, shadows, handler = runner.setup(h, plan, library)
     learner = learner_builder.Learner(h, plan, cells, inputs, shadows)
     pp, spec = learner.pp, plan["learner"]
     P, every = len(plan["sensitivity"]["params"]), int(spec["settings"]["every"])

@@ -38,8 +38,9 @@ class NeuronObjective:
         self.params = {p.path: p for p in self.model.parameters()}
         self.columns = {f"{o.id}/{c.id}": c.quantity.text
                         for o in sim.outputs for c in o.columns}
-        to_si = make_plan(self.model, sim).units
-        self.scales = {k: to_si[text] for k, text in self.columns.items()}
+        plan = make_plan(self.model, sim)
+        self.record = plan.data["record"]       # what each recorded quantity is in NEURON
+        self.scales = {k: plan.units[text] for k, text in self.columns.items()}
         self.units = {k: "" for k in self.columns}
         self.targets = [resolve(self.model, p) for p in self.paths]
         self._memo = {}         # the emitted mods, kept from the first epoch (make_sens_plan)

@@ -56,11 +56,16 @@ _EXPRELR_EVEN_COEFFS = [float(sympy.bernoulli(2 * k) / sympy.factorial(2 * k))
 _EXPRELR_SERIES_MAX = 0.5
 
 
-def _exprelr_series() -> str:
-    body = repr(_EXPRELR_EVEN_COEFFS[-1])
-    for c in reversed(_EXPRELR_EVEN_COEFFS[:-1]):
+def _horner_x2(coeffs: list[float]) -> str:
+    """sum_k coeffs[k] * x2^k in Horner form (NMODL text, ``x2`` = x*x)."""
+    body = repr(coeffs[-1])
+    for c in reversed(coeffs[:-1]):
         body = f"{repr(c)} + x2*({body})"
-    return f"1 - x/2 + x2*({body})"
+    return body
+
+
+def _exprelr_series() -> str:
+    return f"1 - x/2 + x2*({_horner_x2(_EXPRELR_EVEN_COEFFS)})"
 
 
 FUNCTION_DEFINITIONS["exprelr"] = f"""\
@@ -103,10 +108,7 @@ FUNCTION power(x, n) {
 def _prime_series() -> str:
     # Horner form of sum_j c_j x^(2j-1), the Taylor series of exprelr' about 0 (see
     # nml_gradiff.ir.functions.exprelr_prime_np, whose coefficients these are).
-    body = repr(_PRIME_ODD_COEFFS[-1])
-    for c in reversed(_PRIME_ODD_COEFFS[:-1]):
-        body = f"{repr(c)} + x2*({body})"
-    return f"-0.5 + x*({body})"
+    return f"-0.5 + x*({_horner_x2(_PRIME_ODD_COEFFS)})"
 
 
 FUNCTION_DEFINITIONS["exprelr_prime"] = f"""\

@@ -69,8 +69,10 @@ def _initial_v(h, cells, plan):
     return h.FInitializeHandler(0, set_v)
 
 
-def run(plan, library, out):
-    from neuron import h
+def setup(h, plan, library):
+    """Load the library and make the plan's cells, inputs and shadow cells (sensitivities,
+    docs/neuron-gradients.md; None without them), with NEURON's fixed step set as the plan
+    says: (cells, inputs, shadows, the initial-v handler).  Keep all four alive for the run."""
     builder.load_library(library)
     h.load_file("stdrun.hoc")
     for ion, conc in plan["ions"].items():
@@ -79,19 +81,24 @@ def run(plan, library, out):
     h.celsius = plan["celsius"]
     cells = builder.build(h, plan)
     inputs = builder.add_inputs(h, cells, plan["inputs"])
-    # shadow cells (sensitivities, docs/neuron-gradients.md): S<k> [T, P] per recording
     shadows = shadow_builder.Shadows(h, plan, cells) if plan.get("sensitivity") else None
+    handler = _initial_v(h, cells, plan)
+    h.dt = plan["dt"]
+    h.steps_per_ms = 1.0 / plan["dt"]
+    h.tstop = plan["tstop"]
+    h.secondorder = 0
+    return cells, inputs, shadows, handler
+
+
+def run(plan, library, out):
+    from neuron import h
+    cells, inputs, shadows, handler = setup(h, plan, library)
     t = h.Vector().record(h._ref_t)
     recs = [h.Vector().record(_reference(h, cells, inputs, r))
             for r in plan["record"].values()]
     voltages = [h.Vector().record(builder.location(cells, r)._ref_v)
                 if r["what"] == "idensity" else None for r in plan["record"].values()]
     spikes = [_spike_counter(h, cells, s) for s in plan["spikes"].values()]
-    handler = _initial_v(h, cells, plan)
-    h.dt = plan["dt"]
-    h.steps_per_ms = 1.0 / plan["dt"]
-    h.tstop = plan["tstop"]
-    h.secondorder = 0
     h.finitialize()
     start, cpu = time.perf_counter(), time.process_time()
     h.continuerun(plan["tstop"])
