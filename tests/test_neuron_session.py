@@ -71,3 +71,20 @@ def test_channel_parameters_are_tuned_without_new_mods():
     assert fresh_loss > 1.0                           # x1 is away from the target
     assert loss == pytest.approx(fresh_loss, rel=1e-12)
     np.testing.assert_allclose(grad, fresh_grad, rtol=1e-10)
+
+
+def test_session_works_in_a_folder_with_spaces(tmp_path, monkeypatch):
+    """The plan and output paths go to the child as JSON, not split on whitespace."""
+    spaced = tmp_path / "my temp folder"
+    spaced.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(spaced))
+    model, sim, _ = _model(length_ms=5.0)
+    plan = make_sens_plan(model, sim, PARAMS[:1])
+    session = Session(build(plan.mods))
+    try:
+        assert " " in str(session._log_path)
+        out = traces_of(plan, session.run(plan.data), True)
+    finally:
+        session.close()
+    key = next(iter(out.values))
+    assert np.isfinite(out.values[key]).all() and out.values[key].size > 1

@@ -9,7 +9,8 @@ process would: every cell, shadow and recording is made from the plan and delete
 the run (the child checks that no section survives a run, so one run cannot leak into the
 next).
 
-Protocol: the parent writes one line ``PLAN.json OUT.npz`` per run to the child's stdin
+Protocol: the parent writes one line per run to the child's stdin, a JSON list
+``[PLAN.json, OUT.npz]`` (JSON, so a temporary folder with spaces in its name still works),
 and reads the child's stdout up to a line starting with ``nml-gradiff-session:`` (``ok``,
 or ``error`` and the message); the child ends at end of input.  NEURON's own messages
 and the runner's timing go to a log file, read back when a run fails.
@@ -53,7 +54,7 @@ class Session:
         plan_file.write_text(json.dumps(plan_data))
         if self._proc.poll() is not None:
             raise ModelError(f"the NEURON session has ended:\n{self._tail()}")
-        self._proc.stdin.write(f"{plan_file} {out_file}\n")
+        self._proc.stdin.write(json.dumps([str(plan_file), str(out_file)]) + "\n")
         self._proc.stdin.flush()
         reply = self._reply()
         if reply != "ok":
@@ -93,7 +94,7 @@ def serve(library: str) -> None:
     from neuron import h
     from . import runner
     for line in sys.stdin:
-        plan_file, out_file = line.split()
+        plan_file, out_file = json.loads(line)
         try:
             with open(plan_file) as fh:
                 runner.run(json.load(fh), library, out_file)
