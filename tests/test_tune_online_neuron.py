@@ -85,7 +85,8 @@ def test_neuron_learner_follows_the_jax_learner(hh):
 
         options = OnlineOptions(lr=2e-3, every=40, leak=10.0, clip=0.5 if name == "rate"
                                 else None, lower=(0.0, -45.0))
-        run_n = neuron.learner(options, **kwargs).run(None, x0, 3)
+        epochs = []                               # the progress bar's calls, as they come
+        run_n = neuron.learner(options, **kwargs).run(None, x0, 3, epochs.append)
         run_j = jax_objective.learner(dataclasses.replace(options, delay=1), **kwargs).run(
             jax_objective.base, x0, 3)
         assert run_n.theta.shape == run_j.theta.shape == (120, 2)
@@ -94,6 +95,8 @@ def test_neuron_learner_follows_the_jax_learner(hh):
         diff = np.abs(run_n.theta - run_j.theta) / np.abs(x0)
         assert diff.max() < TOL_THETA, (name, diff.max(axis=0))
         np.testing.assert_allclose(run_n.loss, run_j.loss, rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(epochs, [c.sum() for c in np.split(run_n.loss, 3)],
+                                   rtol=1e-12, err_msg=name)
 
 
 #: The two learners compute the same numbers in a different order (round-off: gradients

@@ -33,6 +33,7 @@ from ...ir.model import Model
 from ..learning import OnlineOptions, OnlineRun, RateProxy
 from .build import build
 from .learner_emit import LEARNER, THETA, emit_learner, emit_theta
+from .learner_runner import EPOCH_LINE
 from .shadow_plan import make_sens_plan, resolve
 
 #: Recorded quantities the learner can read with their sensitivities, and their units.
@@ -135,18 +136,24 @@ class NeuronLearner:
             "targets": [list(map(float, v)) + [float(v[-1])] for v in self.targets]}
         return plan
 
-    def _run(self, plan) -> dict:
+    def _run(self, plan, progress=None) -> dict:
+        """Run the plan in a NEURON subprocess; ``progress(loss)`` is called as each epoch
+        ends (the child prints one line per epoch), so a long run shows it is moving."""
         library = build(plan.mods)
         with tempfile.TemporaryDirectory(prefix="nml-gradiff-learner-") as tmp:
             plan_file, out_file = Path(tmp) / "plan.json", Path(tmp) / "out.npz"
             plan_file.write_text(json.dumps(plan.data))
-            proc = subprocess.run([sys.executable, "-m",
-                                   "nml_gradiff.backends.neuron.learner_runner",
-                                   str(plan_file), str(library), str(out_file)],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-                raise ModelError(f"NEURON failed on {self.sim.source_file}:\n{tail}")
+            with open(Path(tmp) / "neuron.log", "w+") as log:
+                proc = subprocess.Popen([sys.executable, "-m",
+                                         "nml_gradiff.backends.neuron.learner_runner",
+                                         str(plan_file), str(library), str(out_file)],
+                                        stdout=subprocess.PIPE, stderr=log, text=True)
+                output = _follow_epochs(proc.stdout, progress)
+                if proc.wait() != 0:
+                    log.seek(0)
+                    text = log.read().strip() or output
+                    tail = "\n".join(text.splitlines()[-15:])
+                    raise ModelError(f"NEURON failed on {self.sim.source_file}:\n{tail}")
             return dict(np.load(out_file))
 
     # -------------------------------------------------------------- the API
@@ -157,7 +164,7 @@ class NeuronLearner:
         if self.o.relative and np.any(theta0 == 0):
             raise ModelError("relative steps need non-zero initial values; use "
                              "--absolute-steps for parameters that start at 0")
-        data = self._run(self._plan(theta0, epochs, True, self.o.leak))
+        data = self._run(self._plan(theta0, epochs, True, self.o.leak), progress)
         theta = data["theta"]
         if not np.all(np.isfinite(theta)):
             raise ModelError("online tuning: a parameter became non-finite (try a "
@@ -166,9 +173,6 @@ class NeuronLearner:
             raise ModelError(f"the learner recorded {len(theta)} updates, expected "
                              f"{epochs * self.n // self.o.every}")
         loss = data["loss"]
-        if progress is not None:                 # one call per epoch, after the run
-            for chunk in np.array_split(loss, epochs):
-                progress(float(chunk.sum()))
         zeros = np.zeros(len(loss))
         t_ms = (np.arange(len(loss)) + 1) * self.o.every * self.dt
         return OnlineRun(t_ms, theta, loss, data.get("spikes", zeros),
@@ -179,6 +183,19 @@ class NeuronLearner:
         and its exact gradient (no leak, no updates)."""
         data = self._run(self._plan(np.asarray(theta, dtype=float), 1, False, 0.0))
         return float(data["total"]), np.asarray(data["g"])
+
+
+def _follow_epochs(stdout, progress) -> str:
+    """Read the learner's stdout to its end: each ``EPOCH_LINE loss`` line calls
+    ``progress``; the other lines (NEURON's own) are returned for an error message."""
+    other = []
+    for line in stdout:
+        if line.startswith(EPOCH_LINE):
+            if progress is not None:
+                progress(float(line[len(EPOCH_LINE):]))
+        else:
+            other.append(line.rstrip())
+    return "\n".join(other)
 
 
 def _check_updatable(model: Model, paths: list[str]) -> None:

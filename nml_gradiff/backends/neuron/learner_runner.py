@@ -10,6 +10,9 @@ restored (the learner keeps its own state: its INITIAL sees ``carry``).  So the 
 state, the sensitivities, the tuned values, the leaky gradient and Adam's moments carry
 on, as in the JAX learner.
 
+Progress: after each epoch, one line ``nml-gradiff-epoch: LOSS`` on stdout (the loss summed
+over the epoch's update intervals), which the parent turns into a progress bar.
+
 OUT.npz: per update interval ``theta`` [U, P], ``loss``, ``spikes``, ``rate`` [U]; the
 loss over the run (``total``) and, for ``learn = 0``, the time-integrated gradient ``g``
 [P] (one step more, as the shadows lag one step behind).
@@ -22,6 +25,9 @@ import sys
 import time
 
 import numpy as np
+
+#: The start of the line the runner prints as each epoch ends.
+EPOCH_LINE = "nml-gradiff-epoch:"
 
 try:
     from . import learner_builder, runner
@@ -75,6 +81,7 @@ def run(plan, library, out):
         # sample j is recorded after BEFORE STEP of step j: updates at j = M, 2M, ..., n
         for n, vec in vectors.items():
             rows[n].append(np.array(vec)[every::every])
+        print(f"{EPOCH_LINE} {float(rows['out_loss'][-1].sum())!r}", flush=True)
         if not all(np.isfinite(getattr(pp, f"theta{p}")) for p in range(P)):
             break
     arrays = {"theta": np.stack([np.concatenate(rows[f"theta{p}"]) for p in range(P)],
