@@ -252,3 +252,37 @@ def test_planning_emits_each_mechanism_binding_once(corpus, monkeypatch):
     placements = [p for ct in plan.data["cell_types"].values() for p in ct["placements"]]
     assert len(placements) > 10 * len(plan.mods)
     assert len(calls) == len(plan.mods)
+
+
+IAF_REF_WITH_INPUT = """<Lems>
+  <Target component="sim"/>
+  <Include file="Cells.xml"/><Include file="Networks.xml"/><Include file="Simulation.xml"/>
+  <iafRefCell id="iafRef" C="1nF" thresh="-50mV" reset="-70mV" leakConductance="5e-8S"
+              leakReversal="-70mV" refract="5ms"/>
+  <pulseGenerator id="pulse" delay="10ms" duration="80ms" amplitude="2nA"/>
+  <network id="net">
+    <population id="pop" component="iafRef" size="1"/>
+    <explicitInput target="pop[0]" input="pulse"/>
+  </network>
+  <Simulation id="sim" length="40ms" step="0.025ms" target="net">
+    <OutputFile id="of" fileName="v.dat"><OutputColumn id="v" quantity="pop[0]/v"/></OutputFile>
+  </Simulation>
+</Lems>
+"""
+
+
+def test_input_into_a_cell_that_holds_v_is_refused(tmp_path, capsys):
+    """iafRefCell's refractory regime holds v; a NEURON section keeps integrating the
+    input (v climbed 10 mV from reset in 5 ms): refused, not simulated wrong."""
+    lems = tmp_path / "LEMS_iafref.xml"
+    lems.write_text(IAF_REF_WITH_INPUT)
+    code = main(["run", str(lems), "--backend", "neuron", "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "unsupported: the input pulse into iafRef" in err
+    assert "holds v" in err and not (tmp_path / "out" / "v.dat").exists()
+    # the JAX backend, which the message points to, holds v through the refractory period
+    assert main(["run", str(lems), "--backend", "jax", "-o", str(tmp_path / "jax")]) == 0
+    t, v = np.loadtxt(tmp_path / "jax" / "v.dat", unpack=True)
+    spike = np.argmax(np.diff(v) < -0.01) + 1             # the first reset
+    held = v[spike:spike + int(5.0 / 0.025)]
+    assert 0.010 < t[spike] < 0.030 and np.all(held == pytest.approx(-0.070, abs=1e-12))

@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import sympy
+
 from ...errors import ModelError, UnsupportedError
 from ...ir.cell import Cell
 from ...ir.mechanism import Mechanism
@@ -162,11 +164,26 @@ class Planner:
             name = self.mechanism(inp.input)
             loc = self.where(inp.population, inp.cell_index, inp.segment_id,
                              inp.fraction_along)
+            self._check_input_target(inp)
             rng = {"weight": inp.weight} if inp.weight != 1.0 else {}
             if dimensionless_input(self.model.mechanisms[inp.input]):
                 rng["Cdl"] = self._dimensionless_target(inp)
             out.append({**loc, "neuron_name": name, "range": rng})
         return out
+
+    def _check_input_target(self, inp) -> None:
+        """A point cell with a regime that holds v (dv/dt = 0: iafRefCell's refractory
+        period) cannot take an input here: its v is the section's, which the input keeps
+        charging during that regime (measured: v climbs 10 mV back from reset in a 5 ms
+        refractory period, where LEMS and the JAX backend hold it)."""
+        component = self.sim.populations[inp.population].component
+        mech = self.model.mechanisms.get(component)
+        if mech is not None and mech.kind == "cell" and holds_v(mech):
+            raise UnsupportedError(
+                f"the input {inp.input} into {component} ({mech.component_type}) in the "
+                "NEURON backend: the cell holds v in one of its regimes (dv/dt = 0, e.g. "
+                "refractory), which a NEURON section does not do while an input injects "
+                "current; the JAX backend runs it")
 
     def _dimensionless_target(self, inp) -> float:
         """The capacitance (nF) that turns a dimensionless input's ``I`` (mV/ms of the
@@ -364,6 +381,14 @@ class Planner:
                                            "concentrations in one model (NEURON has one "
                                            f"{sp.ion}i0_{sp.ion}_ion)")
         return ions
+
+
+def holds_v(mech: Mechanism) -> bool:
+    """Whether a point cell has a regime in which its v does not change (the flattener
+    writes dv/dt per regime as a Piecewise; a regime without a TimeDerivative gives 0)."""
+    v = mech.states.get("v")
+    rhs = v.rhs if v is not None else None
+    return isinstance(rhs, sympy.Piecewise) and any(e == 0 for e, _ in rhs.args)
 
 
 def _binding_key(binding: Binding | None) -> tuple | None:
