@@ -359,8 +359,31 @@ def test_other_network_children_are_unsupported(folder):
 
 
 def test_target_that_is_not_a_network_is_unsupported(folder):
+    """Without the model (the light path) a cell cannot be told from other components."""
     with pytest.raises(UnsupportedError, match="'hh_cell' is a <cell>, not a network"):
         read(write(folder, replace={'target="net"': 'target="hh_cell"'}))
+
+
+CELL_SIMULATION = """
+    <Simulation id="sim1" length="30ms" step="0.01ms" target="hh_cell">
+        <OutputFile id="out_v" fileName="v.dat">
+            <OutputColumn id="v" quantity="v"/>
+            <OutputColumn id="m" quantity="hh_biophysics/membraneProperties/naChans/hh_na/m/q"/>
+        </OutputFile>
+    </Simulation>
+"""
+
+
+def test_a_simulation_may_target_one_cell(folder):
+    """As in jLEMS: one cell, no network; output paths are relative to the cell
+    (PinskyRinzel's twoCompartment/LEMS_Figure3.xml)."""
+    model, sim = load_simulation(write(folder, simulation=CELL_SIMULATION))
+    pop = sim.populations["hh_cell"]
+    assert list(sim.populations) == ["hh_cell"] and (pop.component, pop.size) == ("hh_cell", 1)
+    assert sim.inputs == [] and sim.temperature_degC is None
+    v, m = sim.outputs[0].columns
+    assert (v.quantity.population, v.quantity.index, v.quantity.variable) == ("hh_cell", 0, "v")
+    assert m.quantity.path == ["hh_biophysics", "membraneProperties", "naChans", "hh_na", "m"]
 
 
 # ------------------------------------------------------------------------------- corpus
@@ -382,10 +405,8 @@ UNSUPPORTED = {
         _PROJECTIONS,
     "OpenSourceBrain+WangBuzsaki1996/NeuroML2/LEMS_ComponentType/LEMS_Fig1_C.xml":
         _PROJECTIONS,
-    # Simulations whose target is a tissue or a cell rather than a network.
+    # A simulation whose target is a tissue rather than a network or a cell.
     "NeuroML+NeuroML2/LEMSexamples/LEMS_NML2_Ex17_Tissue.xml": "not a network",
-    "OpenSourceBrain+PinskyRinzelModel/NeuroML2/twoCompartment/LEMS_Figure3.xml":
-        "not a network",
 }
 
 

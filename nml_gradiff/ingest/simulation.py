@@ -169,6 +169,7 @@ class _Reader:
             raise ModelError("no model files to read a simulation from")
         self.units = units
         self.model = model
+        self._cell_target: str | None = None     # a Simulation that runs one cell directly
         # Top-level ids (the Loader checks they are unique); first definition wins.
         self.index: dict[str, tuple] = {}
         for doc in self.docs:
@@ -228,10 +229,24 @@ class _Reader:
     def read(self, target_id: str | None) -> Simulation:
         sim_el, file = self._simulation_element(target_id)
         sim = self._simulation_attributes(sim_el, file)
-        net_el, net_file = self._network_element(sim_el, file, sim.target_network)
-        self._network(net_el, net_file, sim)
+        self._cell_target = self._lone_cell(sim.target_network)
+        if self._cell_target is not None:
+            # A Simulation may run one cell directly (jLEMS does): a population of one,
+            # named after the cell, and output paths relative to that cell ("Vs").
+            pop = Population(self._cell_target, self._cell_target, 1)
+            sim.populations[pop.id] = pop
+        else:
+            net_el, net_file = self._network_element(sim_el, file, sim.target_network)
+            self._network(net_el, net_file, sim)
         self._outputs(sim_el, file, sim)
         return sim
+
+    def _lone_cell(self, target: str) -> str | None:
+        """``target`` when it names a cell (not a network), else None."""
+        found = self.index.get(target)
+        if found is None or _type_of(found[0]) in NETWORK_TYPES:
+            return None
+        return target if self._kind(target) == "cell" else None
 
     def _simulation_element(self, target_id: str | None):
         if target_id is None:
@@ -483,6 +498,8 @@ class _Reader:
 
     def _ref(self, el, name: str, file: str, pops, cell_only: bool) -> QuantityRef:
         text = self._required(el, name, file)
+        if self._cell_target is not None:
+            text = f"{self._cell_target}[0]" + (f"/{text}" if text.strip() else "")
         try:
             ref, cell = parse_quantity_path(text, cell_only=cell_only)
         except ValueError as exc:
