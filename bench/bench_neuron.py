@@ -19,10 +19,13 @@ jNeuroML writes its output beside the LEMS file: every model folder is copied to
 folder first (the corpus stays read-only).
 
 Usage: python bench/bench_neuron.py [--repeat N] [--md FILE] [--length MS] [--no-convert]
-[LEMS_FILE ...] (default: the HH cell (LEMS_NML2_Ex5_DetCell) and the Hay L5PC simulation of
-the corpus).  ``--length`` shortens every simulation (the copy's ``<Simulation length>``, for
-both sides), e.g. for the full Hay cell ``LEMS_TestL5PC.xml`` (3 s of 4,000 segments);
-``--no-convert`` times the simulations only.
+[--no-simulate] [--baseline DIR] [LEMS_FILE ...] (default: the HH cell
+(LEMS_NML2_Ex5_DetCell) and the Hay L5PC simulation of the corpus).  ``--length``
+shortens every simulation (the copy's ``<Simulation length>``, for both sides), e.g. for
+the full Hay cell ``LEMS_TestL5PC.xml`` (3 s of 4,000 segments);
+``--no-convert`` times the simulations only, ``--no-simulate`` the conversions only;
+``--baseline DIR`` also times the conversion by another source tree of nml-gradiff (before /
+after a change, under the same machine load: the three conversions alternate).
 Needs pyneuroml (pynml, Java) and NEURON; NEURON_HOME is set for pynml automatically.
 """
 
@@ -87,9 +90,12 @@ def copy_model(lems: Path, work: Path) -> Path:
 
 # ------------------------------------------------------------------------------ ours
 
-def ours_convert(lems: Path, out: Path) -> tuple[float, float]:
+def ours_convert(lems: Path, out: Path, code: Path | None = None) -> tuple[float, float]:
+    """``code``: another source tree of nml-gradiff to run instead of this one (its
+    ``nml_gradiff`` package and ``templates`` folder), e.g. the previous commit's."""
+    env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
     wall, cpu, _ = timed([sys.executable, "-m", "nml_gradiff.cli", "convert", str(lems),
-                          "-o", str(out), "--allow-outside"], cwd=ROOT)
+                          "-o", str(out), "--allow-outside"], cwd=code or ROOT, env=env)
     return wall, cpu
 
 
@@ -192,15 +198,25 @@ class Row:
 
 
 def bench(lems: Path, repeat: int, length_ms: float | None = None,
-          convert: bool = True) -> Row:
+          convert: bool = True, simulate: bool = True, baseline: Path | None = None) -> Row:
     row = Row(lems.name)
     for _ in range(repeat if convert else 0):
         with tempfile.TemporaryDirectory() as tmp:
             copy = copy_model(lems, Path(tmp))
+            if baseline is not None:
+                for key, value in zip(("base wall", "base cpu"),
+                                      ours_convert(copy, Path(tmp) / "b", baseline)):
+                    row.add(key, value)
             for key, value in zip(("ours wall", "ours cpu"), ours_convert(copy, Path(tmp) / "o")):
                 row.add(key, value)
             for key, value in zip(("jnml wall", "jnml cpu"), jnml_convert(copy)):
                 row.add(key, value)
+    if simulate:
+        simulate_both(lems, row, repeat, length_ms)
+    return row
+
+
+def simulate_both(lems: Path, row: Row, repeat: int, length_ms: float | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         copy = copy_model(lems, Path(tmp))
         if length_ms is not None:
@@ -215,12 +231,15 @@ def bench(lems: Path, repeat: int, length_ms: float | None = None,
             took, cpu, row.dt["ours"] = ours_simulate(ours, copy)
             row.add("ours sim", took)
             row.add("ours sim cpu", cpu)
-    return row
 
 
 def table(rows: list[Row]) -> str:
-    return (convert_table(rows) + "\n\n" if all("ours wall" in r.times for r in rows)
-            else "") + simulate_table(rows)
+    parts = []
+    if all("ours wall" in r.times for r in rows):
+        parts.append(convert_table(rows))
+    if all("ours sim" in r.times for r in rows):
+        parts.append(simulate_table(rows))
+    return "\n\n".join(parts)
 
 
 def convert_table(rows: list[Row]) -> str:
@@ -229,11 +248,15 @@ def convert_table(rows: list[Row]) -> str:
         " (s) | speed-up |",
         "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(
-            f"| {r.model} | {r.med('ours wall'):.2f} / {r.med('jnml wall'):.2f} | "
-            f"{r.med('jnml wall') / r.med('ours wall'):.1f}x | "
-            f"{r.med('ours cpu'):.2f} / {r.med('jnml cpu'):.2f} | "
-            f"{r.med('jnml cpu') / r.med('ours cpu'):.1f}x |")
+        for who, key in (("baseline", "base"), ("", "ours")):
+            if f"{key} wall" not in r.times:
+                continue
+            lines.append(
+                f"| {r.model}{f' ({who})' if who else ''} | "
+                f"{r.med(f'{key} wall'):.2f} / {r.med('jnml wall'):.2f} | "
+                f"{r.med('jnml wall') / r.med(f'{key} wall'):.1f}x | "
+                f"{r.med(f'{key} cpu'):.2f} / {r.med('jnml cpu'):.2f} | "
+                f"{r.med('jnml cpu') / r.med(f'{key} cpu'):.1f}x |")
     return "\n".join(lines)
 
 
@@ -276,11 +299,17 @@ def main() -> None:
     ap.add_argument("--length", type=float, metavar="MS",
                     help="simulate MS milliseconds instead of the LEMS file's length")
     ap.add_argument("--no-convert", action="store_true", help="time the simulations only")
+    ap.add_argument("--no-simulate", action="store_true", help="time the conversions only")
+    ap.add_argument("--baseline", type=Path, metavar="DIR",
+                    help="also time the conversion of the nml-gradiff source tree DIR (its "
+                         "nml_gradiff/ and templates/, e.g. a checkout of an older commit), "
+                         "alternating with ours and jNeuroML's")
     args = ap.parse_args()
     about = machine()
     rows = []
     for lems in args.models:
-        rows.append(bench(lems, args.repeat, args.length, not args.no_convert))
+        rows.append(bench(lems, args.repeat, args.length, not args.no_convert,
+                          not args.no_simulate, args.baseline))
         print(f"{lems.name}: {rows[-1].times}", file=sys.stderr)
     text = (f"Machine: {about}; load average at end {os.getloadavg()[0]:.1f}\n\n"
             f"Command: `python bench/bench_neuron.py {' '.join(sys.argv[1:])}`\n\n"

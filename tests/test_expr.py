@@ -125,6 +125,20 @@ def test_random_draws_are_independent_and_unevaluated():
     assert str(P("random(x)")) == "random(x)"
 
 
+def test_parses_are_reused_but_not_draws_nor_error_locations():
+    """Parsed texts are cached per process (models repeat their expressions); a random()
+    is a new draw at every parse, and an error still names the place of each use."""
+    assert parse_expression("exp((v - 10)/5)") is parse_expression("exp((v - 10)/5)")
+    assert P("random(3)") != P("random(3)")
+    for line in (4, 9):
+        with pytest.raises(ModelError) as info:
+            parse_expression("v +* 2", file="a.nml", line=line)
+        assert info.value.line == line
+    assert parse_condition("v .gt. 1") is parse_condition("v .gt. 1")
+    with pytest.raises(ModelError, match="expected a number"):
+        parse_expression("v .gt. 1")            # the cached condition is no expression
+
+
 # ----------------------------------------------------------------------------- conditions
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -437,3 +438,31 @@ def test_missing_pyneuroml_is_an_installation_error(monkeypatch):
     finally:
         monkeypatch.undo()
         coretypes.jar_path.cache_clear()
+
+
+def test_coretypes_disk_cache_is_used_checked_and_repaired(tmp_path, monkeypatch):
+    """The jar's CoreTypes members are cached on disk (opening the 28 MB jar costs more
+    than a small conversion); a cache entry is trusted only when every member matches its
+    recorded SHA-256 and the jar's path, size and mtime are the ones it was made from."""
+    from nml_gradiff.ingest import coretypes
+    monkeypatch.setenv("NML_GRADIFF_CORETYPES_CACHE", str(tmp_path / "cache"))
+    jar = coretypes.jar_path()
+    from_jar = coretypes._read_jar(jar)
+    assert coretypes._cached_members(jar) is None          # empty cache
+    coretypes._store_members(jar, from_jar)
+    assert coretypes._cached_members(jar) == from_jar
+
+    entry = coretypes._entry(jar)
+    (entry / "Cells.xml").write_bytes(b"<Lems/>")            # damaged member: not trusted
+    assert coretypes._cached_members(jar) is None
+    coretypes._members.cache_clear()
+    try:
+        assert coretypes._members() == from_jar              # read from the jar again ...
+        assert coretypes._cached_members(jar) == from_jar    # ... and the entry repaired
+    finally:
+        coretypes._members.cache_clear()
+
+    index = json.loads((entry / "index.json").read_text())
+    index["key"]["size"] += 1                                # made from another jar
+    (entry / "index.json").write_text(json.dumps(index))
+    assert coretypes._cached_members(jar) is None

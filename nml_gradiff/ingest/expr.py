@@ -414,9 +414,27 @@ def _close_chain(kind: str | None, chain: list, left: _Val) -> _Val:
 # ----------------------------------------------------------------------------- public API
 
 
+#: (text, want_condition) -> parsed expression.  The result depends on the text only (names
+#: are global symbols, ``where`` only locates errors, which are never cached), and a model
+#: repeats the same expressions in many channels and gates (Hay's L5PC: 214 parses, 47
+#: texts); a parse that draws a ``random()`` is never reused, each draw is its own.
+_PARSED: dict[tuple[str, bool], sympy.Basic] = {}
+_PARSED_MAX = 20_000
+
+
 def _parse(text: str, where: dict, want_condition: bool) -> sympy.Basic:
     if not isinstance(text, str):
         raise TypeError(f"expression text must be a str, got {type(text).__name__}")
+    key = (text, want_condition)
+    if key in _PARSED:
+        return _PARSED[key]
+    expr = _parse_text(text, where, want_condition)
+    if len(_PARSED) < _PARSED_MAX and not expr.atoms(Random):
+        _PARSED[key] = expr
+    return expr
+
+
+def _parse_text(text: str, where: dict, want_condition: bool) -> sympy.Basic:
     if len(text) > MAX_LENGTH:
         raise ModelError(f"cannot parse expression {text[:200] + '...'!r}: longer than "
                          f"{MAX_LENGTH} characters at column {MAX_LENGTH + 1}", **where)

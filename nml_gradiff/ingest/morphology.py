@@ -245,7 +245,11 @@ def resolve_groups(reader: _Reader, raw: dict[str, RawGroup],
     for gid in raw:
         _resolve(reader, raw, gid, tree, resolved, [])
     order = list(segments)
-    groups = {gid: [s for s in order if s in resolved[gid]] for gid in raw}
+    # each group's segments sorted by file position: not a scan of every segment per group
+    # (Hay's L5PC: 316 groups x 4,069 segments)
+    position = {s: i for i, s in enumerate(order)}
+    groups = {gid: sorted((s for s in resolved[gid] if s in position), key=position.__getitem__)
+              for gid in raw}
     groups.setdefault("all", order)
     return groups
 

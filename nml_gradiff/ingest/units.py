@@ -25,7 +25,6 @@ import importlib.util
 import math
 import re
 from decimal import Decimal
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from lxml import etree
 from ..errors import ModelError, UnsupportedError
 from ..ir.units import (BASES, DIMENSIONLESS, Dimension, internal_unit, multiply_by_scale,
                         to_internal)
+from .coretypes import core_file
 
 #: The dimension name LEMS uses for "any dimension" (e.g. in ``<Property dimension="*">``).
 ANY = "*"
@@ -321,9 +321,9 @@ def _jar_version(jar: Path) -> tuple:
 @functools.lru_cache(maxsize=1)
 def _standard_system() -> UnitSystem:
     """Parsed once per process; callers get copies (UnitSystem is mutable)."""
+    # the CoreTypes' copy of the member (read from the jar once, cached on disk)
     jar = _find_core_jar()
-    with zipfile.ZipFile(jar) as archive:
-        data = archive.read(CORE_DIMENSIONS_MEMBER)
+    data = core_file(CORE_DIMENSIONS_MEMBER.rsplit("/", 1)[1])[1]
     # Hardened even for our own dependency's file: no entities, no network, no huge trees.
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
     root = etree.fromstring(data, parser, base_url=f"{jar}!/{CORE_DIMENSIONS_MEMBER}")

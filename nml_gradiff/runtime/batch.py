@@ -15,8 +15,6 @@ import os
 import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -152,6 +150,9 @@ def convert_one(task: Task, convert: Converter, settings: dict, allow_outside=Fa
 
 def _in_workers(tasks: list[Task], args: tuple, jobs: int, bar) -> list[Entry]:
     """convert_one over ``tasks`` in ``jobs`` processes; entries in task order."""
+    # imported here: a one-process conversion should not pay for them at start-up
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
     entries: dict[int, Entry] = {}
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(convert_one, t, *args): i for i, t in enumerate(tasks)}

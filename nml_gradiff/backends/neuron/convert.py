@@ -19,10 +19,8 @@ from pathlib import Path
 from ...errors import ModelError, NothingToConvert, UnsupportedError
 from ...ingest.model import load_model
 from ...ingest.simulation import has_simulation, load_simulation
-from . import builder, runner, shadow_builder
 from .emit import emit
 from .plan import make_plan
-from .shadow_plan import make_sens_plan
 
 
 def _mechanism_mods(model, done=()) -> tuple[dict[str, str], list[str]]:
@@ -53,9 +51,11 @@ def _contents(model) -> str:
         ", ".join(found[:3]) + more
 
 
-def _standalone(module) -> str:
-    """A module's source, made importable beside the others without the package."""
-    return Path(module.__file__).read_text().replace(
+def _standalone(module: str) -> str:
+    """The source of this package's module ``module``, made importable beside the others
+    without the package.  Read from its file, not imported: the runners import numpy and
+    NEURON-side helpers that a conversion does not need."""
+    return (Path(__file__).parent / f"{module}.py").read_text().replace(
         "from . import builder", "import nmlg_builder as builder")
 
 
@@ -68,13 +68,17 @@ def convert_file(path: Path, include_dirs=(), allow_outside=False,
         # the simulation's loader ingests the model too: read the files once
         model, sim = load_simulation(path, include_dirs=include_dirs,
                                      allow_outside=allow_outside)
-        plan = (make_sens_plan(model, sim, model.select_paths(list(params))) if params
-                else make_plan(model, sim))
+        if params:
+            # imported here: the sensitivity planner and emitter are not needed otherwise
+            from .shadow_plan import make_sens_plan
+            plan = make_sens_plan(model, sim, model.select_paths(list(params)))
+        else:
+            plan = make_plan(model, sim)
         files.update({f"mods/{n}.mod": t for n, t in plan.mods.items()})
         files["plan.json"] = json.dumps(plan.data, indent=1, sort_keys=True) + "\n"
-        files["nmlg_builder.py"] = _standalone(builder)
-        files["nmlg_runner.py"] = _standalone(runner)
-        files["nmlg_shadow_builder.py"] = _standalone(shadow_builder)
+        files["nmlg_builder.py"] = _standalone("builder")
+        files["nmlg_runner.py"] = _standalone("runner")
+        files["nmlg_shadow_builder.py"] = _standalone("shadow_builder")
     elif params:
         raise ModelError("--params with --target neuron needs a LEMS file with a "
                          "<Simulation> (the shadow cells copy its cells)", file=path)

@@ -376,9 +376,23 @@ def tidy(expr):
     within an ulp or two."""
     if not isinstance(expr, sympy.Basic) or not expr.args:
         return expr
-    if isinstance(expr, sympy.Expr):
-        expr = sympy.factor_terms(expr)
-    return expr.replace(lambda e: isinstance(e, Relational), _tidy_relational)
+    done = _TIDIED.get(expr)
+    if done is None:
+        done = expr
+        if isinstance(expr, sympy.Expr):
+            done = sympy.factor_terms(expr)
+        done = done.replace(lambda e: isinstance(e, Relational), _tidy_relational)
+        if len(_TIDIED) < _TIDIED_MAX:
+            _TIDIED[expr] = done
+    return done
+
+
+#: expression -> :func:`tidy` of it, per process: ``factor_terms`` is the costliest step of
+#: emission and the mods of a model tidy the same expressions again and again (Hay's L5PC:
+#: 321 calls, 80 expressions).  Keys compare structurally and strictly (sympy >= 1.13:
+#: ``Float(1) != Integer(1)``, Floats of another precision differ), so a hit is the same tree.
+_TIDIED: dict = {}
+_TIDIED_MAX = 50_000
 
 
 def _tidy_relational(rel):
