@@ -59,16 +59,25 @@ def _section(h, cell_name, sec):
     return s
 
 
-def _place(sections, placement):
+def _place(sections, placement, defaults):
     sec = sections[placement["section"]]
     name = placement["neuron_name"]
     sec.insert(name)
+    for param, value in defaults.get(name, {}).items():
+        for seg in sec:
+            setattr(seg, f"{param}_{name}", value)
     for param, values in placement["range"].items():
         for seg, value in zip(sec, values):
             setattr(seg, f"{param}_{name}", value)
 
 
-def build_cell(h, layout, label):
+def _set_defaults(pp, name, defaults):
+    """A point process's PARAMETERs that nocmodl rounded (plan ``defaults``, defaults.py)."""
+    for param, value in defaults.get(name, {}).items():
+        setattr(pp, param, value)
+
+
+def build_cell(h, layout, label, defaults=None):
     """One morphological cell: ``{section name: Section}`` (parents created first)."""
     sections = {}
     for sec in layout["sections"]:
@@ -77,7 +86,7 @@ def build_cell(h, layout, label):
             s.connect(sections[sec["parent"]](sec["parent_x"]), 0)
         sections[sec["name"]] = s
     for placement in layout["placements"]:
-        _place(sections, placement)
+        _place(sections, placement, defaults or {})
     for ion in layout.get("ions", []):
         for name, sec in sections.items():
             if name in ion["sections"]:
@@ -86,28 +95,29 @@ def build_cell(h, layout, label):
     return sections
 
 
-def build_point_cell(h, plan_cell, label):
+def build_point_cell(h, plan_cell, label, defaults=None):
     """A point cell: its POINT_PROCESS on a dummy section whose cm*area is the cell's C."""
     sec = h.Section(name=f"{label}.soma")
     sec.L = sec.diam = plan_cell["diameter"]
     sec.cm = plan_cell["cm"]
     pp = getattr(h, plan_cell["neuron_name"])(sec(0.5))
+    _set_defaults(pp, plan_cell["neuron_name"], defaults or {})
     return {"soma": sec}, pp
 
 
 def build(h, plan):
     """Every population's cells: ``{population: [cell]}``, a cell being
     ``{"sections": {...}, "point": point process or None}``."""
-    cells = {}
+    cells, defaults = {}, plan.get("defaults", {})
     for pop in plan["populations"]:
         kind = plan["cell_types"][pop["component"]]
         made = []
         for i in range(pop["size"]):
             label = f"{pop['id']}[{i}]"
             if kind["kind"] == "point":
-                sections, pp = build_point_cell(h, kind, label)
+                sections, pp = build_point_cell(h, kind, label, defaults)
             else:
-                sections, pp = build_cell(h, kind, label), None
+                sections, pp = build_cell(h, kind, label, defaults), None
             made.append({"sections": sections, "point": pp})
         cells[pop["id"]] = made
     return cells
@@ -119,11 +129,12 @@ def location(cells, where):
     return cell["sections"][where["section"]](where["x"])
 
 
-def add_inputs(h, cells, inputs):
+def add_inputs(h, cells, inputs, defaults=None):
     """Point-process inputs (pulseGenerator, ...) with their RANGE parameters."""
     made = []
     for inp in inputs:
         pp = getattr(h, inp["neuron_name"])(location(cells, inp))
+        _set_defaults(pp, inp["neuron_name"], defaults or {})
         for name, value in inp["range"].items():
             setattr(pp, name, value)
         made.append(pp)

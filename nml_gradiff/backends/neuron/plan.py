@@ -19,6 +19,7 @@ from ...ir.cell import Cell
 from ...ir.mechanism import Mechanism
 from ...ir.model import Model
 from ...ir.simulation import QuantityRef, Simulation
+from .defaults import rounded_defaults
 from .emit import Binding, dimensionless_input, emit
 from .layout import cell_layout
 
@@ -361,6 +362,9 @@ class Planner:
         self.plan.data["record"] = records
         self.plan.data["spikes"] = {sel.select.text: self._spike_source(sel.select)
                                     for ev in sim.event_outputs for sel in ev.selections}
+        # nocmodl rounds PARAMETER defaults to 6 digits: exact runs set those from Python
+        self.plan.data["defaults"] = (rounded_defaults(self.plan.mods)
+                                      if self.integration == "exact" else {})
         return self.plan
 
     def _spike_source(self, ref: QuantityRef) -> dict:

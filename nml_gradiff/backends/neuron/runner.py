@@ -80,7 +80,7 @@ def setup(h, plan, library):
         setattr(h, f"{ion}o0_{ion}_ion", conc["o"])
     h.celsius = plan["celsius"]
     cells = builder.build(h, plan)
-    inputs = builder.add_inputs(h, cells, plan["inputs"])
+    inputs = builder.add_inputs(h, cells, plan["inputs"], plan.get("defaults"))
     shadows = shadow_builder.Shadows(h, plan, cells) if plan.get("sensitivity") else None
     handler = _initial_v(h, cells, plan)
     h.dt = plan["dt"]
