@@ -29,7 +29,8 @@ import pytest
 
 from nml_gradiff.backends.neuron.build import build
 from nml_gradiff.backends.neuron.emit import neuron_name
-from nml_gradiff.backends.neuron.shadow_plan import make_sens_plan, resolve
+from nml_gradiff.backends.neuron.plan import Planner
+from nml_gradiff.backends.neuron.shadow_plan import ShadowPlanner, make_sens_plan, resolve
 from nml_gradiff.errors import UnsupportedError
 from nml_gradiff.ingest.simulation import load_simulation
 from nml_gradiff.runtime.run import run_lems
@@ -78,9 +79,9 @@ def _perturbed(data: dict, model, target, rel: float) -> tuple[dict, float]:
     return data, value
 
 
-def _errors(model, sim, params, tmp: Path, tstop: float | None = None) -> dict:
+def _errors(model, sim, params, tmp: Path, tstop: float | None = None, plan=None) -> dict:
     """Relative max-norm error of each (parameter, recording) against central FD."""
-    plan = make_sens_plan(model, sim, params)
+    plan = plan or make_sens_plan(model, sim, params)
     if tstop is not None:
         plan.data["tstop"] = tstop
     library = build(plan.mods)
@@ -103,6 +104,29 @@ def _errors(model, sim, params, tmp: Path, tstop: float | None = None) -> dict:
 def test_hh_matches_finite_differences(tmp_path):
     model, sim = load_simulation(HH)
     errors = _errors(model, sim, HH_PARAMS, tmp_path, tstop=45.0)   # two spikes
+    assert max(errors.values()) < TOLERANCE, errors
+
+
+def test_gate_sensitivities_of_every_shadow_match_finite_differences(tmp_path):
+    """Gate recordings: their sensitivities live in the ``sensjac_`` mod on the primal,
+    one per shadow (sens_shared.py); each column against its own finite difference, so a
+    shadow reading another's weights or POINTERs fails.  Three shadows, 20 ms, one spike."""
+    model, sim = load_simulation(HH)
+    planner = Planner(model, sim)
+    planner.build()
+    record = planner.plan.data["record"]
+    where = next(iter(record.values()))
+    for gate, mod in (("m_q", "hh_na"), ("n_q", "hh_k")):
+        record[f"{gate}/q"] = {**{k: where[k] for k in ("population", "index", "section",
+                                                        "x")},
+                               "what": "range", "name": f"{gate}_{mod}"}
+    params = ["hh_cell/naChans/condDensity", "hh_na/m/forwardRate/midpoint",
+              "hh_cell/kChans/condDensity"]
+    plan = ShadowPlanner(planner, params).build()
+    refs = [r["ref"][0] for r in plan.data["sensitivity"]["record"].values()]
+    assert refs == ["v", "jacobian", "jacobian"]
+    assert {"sensjac_hh_na", "sensjac_hh_k", "sensjac_hh_leak"} <= set(plan.mods)
+    errors = _errors(model, sim, params, tmp_path, tstop=20.0, plan=plan)
     assert max(errors.values()) < TOLERANCE, errors
 
 

@@ -12,7 +12,9 @@ their inputs and the shadow cells (:mod:`.shadow_builder`) exist:
   slot p points from the learner's ``theta<p>`` (cells) or ``lag<p>`` (shadows, one step
   behind) to the RANGE parameter that parameter p sets there: ``<range>_<mechanism>`` on
   the cell, ``<range>_<companion>`` on its shadows, where the shadow plan gives parameter
-  p weight 1.
+  p weight 1.  Companions with shared Jacobians (sens_shared.py) have no such parameter:
+  their ``sensjac_`` reads the cell's own value in BEFORE STEP, when it is the value of
+  the step the shadows differentiate next.
 """
 
 from __future__ import annotations
@@ -88,8 +90,10 @@ def _copiers(h, plan, cells, shadows, pp, mech):
                                        f"compartment {i} of {w['section']}")
                 seen.add((w["section"], i))
                 value = getattr(pp, f"init{p}")
-                _target(h, primal, w["section"], i, f"{name}_{primal_of[w['companion']]}",
-                        mech, p, value)
+                primal_name = primal_of[w["companion"]]
+                _target(h, primal, w["section"], i, f"{name}_{primal_name}", mech, p, value)
+                if "jacobian" in sens["companions"][primal_name]:
+                    continue        # its sensjac_ reads the cell's value (sens_shared.py)
                 for sections in shadow_cells[key]:
                     _target(h, sections, w["section"], i, f"{name}_{w['companion']}", mech, p,
                             value)

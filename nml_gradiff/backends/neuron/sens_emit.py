@@ -66,6 +66,13 @@ class Companion:
     text: str
     exports: str | None = None  # ion whose current sensitivity it exports as Sic
     pool: str | None = None     # ion whose concentration it carries (a pool companion)
+    states: list[str] | None = None  # mod names of the states it carries S_<state> of
+    #: the ``sensjac_`` mod on the primal compartment that carries the sensitivities of
+    #: all shadows and writes this companion's G and J (sens_shared.py): name, text,
+    #: pointers (as above, and ``["shadow", p, var]``: var of this companion, or v, on
+    #: shadow p), range (the RANGE parameters the loader sets where the channel is
+    #: placed), states (state -> its S on each shadow); None: a self-contained companion
+    jacobian: dict | None = None
 
 
 def companion_name(primal: str) -> str:
@@ -74,7 +81,7 @@ def companion_name(primal: str) -> str:
 
 def emit_companion(mech: Mechanism, binding: Binding, params: list[str],
                    command: str | None = None, *, pools: dict[str, int] | None = None,
-                   export: bool = False) -> Companion:
+                   export: bool = False, shadows: int = 1) -> Companion:
     """The companion of channel or pool ``mech`` placed with ``binding``, with columns for
     the IR parameter symbols ``params`` of this mechanism (possibly none: it then only
     carries sensitivities that reach it through v).
@@ -82,9 +89,16 @@ def emit_companion(mech: Mechanism, binding: Binding, params: list[str],
     ``pools``: ion -> number of channels writing its current on the cell, for the ions
     whose concentration a pool on the cell carries (a channel reading ``<ion>i`` takes its
     sensitivity from that pool's companion; a pool sums that many exported currents).
-    ``export``: a channel whose ion a pool reads exports its current's sensitivity."""
+    ``export``: a channel whose ion a pool reads exports its current's sensitivity.
+    ``shadows``: the number of shadow cells of each primal cell; a channel that neither
+    reads a concentration nor exports its current gets a ``sensjac_`` mod that carries
+    all of them (sens_shared.py), the others a companion on each shadow."""
     if mech.kind == "concentration":
         return _PoolCompanion(mech, binding, params, pools or {}).build(command)
+    from .sens_shared import SharedEmitter, shareable   # it builds on this module
+    if shareable(mech, binding, export):
+        return SharedEmitter(mech, binding, params, pools or {}, export,
+                             shadows).build(command)
     return _CompanionEmitter(mech, binding, params, pools or {}, export).build(command)
 
 
@@ -426,7 +440,8 @@ class _CompanionEmitter:
                       template="companion.mod.j2")
         text = environment("neuron").get_template(mod.template).render(m=mod)
         return Companion(self.name, self.primal.name, pointers, dict(self.wrt), text,
-                         exports=self.exports, pool=getattr(self, "pool_ion", None))
+                         exports=self.exports, pool=getattr(self, "pool_ion", None),
+                         states=[self.mod[s] for s in self.states])
 
     def _header(self, command: str | None) -> list[str]:
         m = self.mech

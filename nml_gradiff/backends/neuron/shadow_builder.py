@@ -3,9 +3,10 @@
 Needs nothing but NEURON, numpy and :mod:`.builder` (``convert`` copies it beside the
 generated mods as ``nmlg_shadow_builder.py``).  A shadow is a copy of a primal cell's
 sections (same points, nseg, cm, Ra) carrying, on each compartment, the companion of every
-primal channel there, its POINTERs set to the primal compartment's ``v`` and gate states;
-its own ``v`` starts at 0 and is ``dv/dtheta`` one step behind the primal
-(docs/neuron-gradients.md).
+primal channel there, its POINTERs set to the primal compartment's ``v`` and gate states,
+or, for the channels of sens_shared.py, to the ``sensjac_`` mod this module inserts on
+the primal compartment; its own ``v`` starts at 0 and is ``dv/dtheta`` one step behind the
+primal (docs/neuron-gradients.md).
 """
 
 from __future__ import annotations
@@ -28,8 +29,14 @@ class Shadows:
         self.params = sens["params"]
         self.record = sens["record"]
         self.cells = []                      # (shadow spec, {section: Section})
+        self.primal = {}                     # (population, index) -> primal sections
         for spec in sens["shadows"]:
             self.cells.append((spec, _shadow_cell(h, plan, cells, spec, sens)))
+        for key in dict.fromkeys((s["population"], s["index"]) for s in sens["shadows"]):
+            self.primal[key] = cells[key[0]][key[1]]["sections"]
+            mine = {spec["param"]: (spec, sections) for spec, sections in self.cells
+                    if (spec["population"], spec["index"]) == key}
+            _jacobians(h, plan, self.primal[key], key[0], mine, sens)
         # a function of the sections, not a bound method: a handler holding its Shadows
         # would be a reference cycle through NEURON, which Python cannot collect, and the
         # shadows would outlive their run (session.py runs many plans in one process)
@@ -52,6 +59,9 @@ class Shadows:
                 ref = where["ref"]
                 if ref[0] == "v":
                     return seg._ref_v
+                if ref[0] == "jacobian":    # carried by the sensjac_ mod on the primal
+                    pseg = self.primal[spec["population"], spec["index"]][where["section"]]
+                    return getattr(pseg(where["x"]), f"_ref_S{k}_{ref[2]}_{ref[1]}")
                 return getattr(seg, f"_ref_S_{ref[2]}_{ref[1]}")
         return None
 
@@ -86,12 +96,17 @@ def _shadow_cell(h, plan, cells, spec, sens):
         sections[sec["name"]] = s
     companions = sens["companions"]
     for placement in kind["placements"]:
-        _insert(sections[placement["section"]], placement,
-                companions[placement["neuron_name"]]["name"])
+        comp = companions[placement["neuron_name"]]
+        # a companion reading shared Jacobians has no parameters: its sensjac_ has them
+        _insert(sections[placement["section"]], placement, comp["name"],
+                () if "jacobian" in comp else None)
     for placement in kind["placements"]:    # after all insertions: companions point to each other
         _wire(h, sections[placement["section"]], primal[placement["section"]],
               placement["neuron_name"], companions[placement["neuron_name"]], sens)
+    shared = {c["name"] for c in companions.values() if "jacobian" in c}
     for w in spec["weights"]:
+        if w["companion"] in shared:        # set on the primal's sensjac_ (_jacobians)
+            continue
         for seg, value in zip(sections[w["section"]], w["values"]):
             setattr(seg, f"{w['wrt']}_{w['companion']}", value)
     return sections
@@ -101,10 +116,47 @@ def plan_component(plan, population):
     return next(p["component"] for p in plan["populations"] if p["id"] == population)
 
 
-def _insert(sec, placement, name):
-    """The companion where the primal has ``placement``, with the same RANGE values."""
+def _jacobians(h, plan, primal, population, shadows, sens):
+    """The ``sensjac_`` mods (sens_shared.py) on one primal cell's compartments, beside the
+    channels whose shadow companions they drive: their POINTERs to the channel, to each
+    shadow (``shadows``: parameter index -> (spec, sections)), and their weights."""
+    kind = plan["cell_types"][plan_component(plan, population)]
+    for placement in kind["placements"]:
+        comp = sens["companions"][placement["neuron_name"]]
+        jac = comp.get("jacobian")
+        if jac is None:
+            continue
+        name = placement["section"]
+        sec = primal[name]
+        _insert(sec, placement, jac["name"], jac["range"])
+        for i, seg in enumerate(sec):
+            mech = getattr(seg, jac["name"])
+            for pointer, target in jac["pointers"].items():
+                if target[0] == "shadow":       # ["shadow", p, "v" or a companion RANGE]
+                    sseg = list(shadows[target[1]][1][name])[i]
+                    ref = sseg._ref_v if target[2] == "v" else \
+                        getattr(sseg, f"_ref_{target[2]}_{comp['name']}")
+                else:
+                    ref = _target(seg, seg, placement["neuron_name"], target, sens)
+                h.setpointer(ref, pointer, mech)
+    for p, (spec, _) in shadows.items():
+        for w in spec["weights"]:
+            jac = next((c["jacobian"] for c in sens["companions"].values()
+                        if c["name"] == w["companion"] and "jacobian" in c), None)
+            if jac is None:
+                continue
+            weight = w["wrt"].replace("wrt_", f"wrt{p}_", 1)    # SharedEmitter.weight
+            for seg, value in zip(primal[w["section"]], w["values"]):
+                setattr(seg, f"{weight}_{jac['name']}", value)
+
+
+def _insert(sec, placement, name, names=None):
+    """The companion (or Jacobian mod) where the primal has ``placement``, with the same
+    RANGE values (those in ``names`` only, if given)."""
     sec.insert(name)
     for param, values in placement["range"].items():
+        if names is not None and param not in names:
+            continue
         for seg, value in zip(sec, values):
             setattr(seg, f"{param}_{name}", value)
 
@@ -124,6 +176,8 @@ def _target(seg, pseg, primal_name, target, sens):
         return pseg._ref_v
     if kind == "range":
         return getattr(pseg, f"_ref_{target[1]}_{primal_name}")
+    if kind == "jacobian":      # ["jacobian", sensjac mod, variable] on the primal
+        return getattr(pseg, f"_ref_{target[2]}_{target[1]}")
     if kind == "ion":
         return getattr(pseg, f"_ref_{target[1]}")
     if kind == "pool":

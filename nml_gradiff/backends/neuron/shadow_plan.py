@@ -133,14 +133,20 @@ class ShadowPlanner:
             wanted = {t.symbol for t in self.targets if t.mechanism == mech.name}
             cols = [s for s in [*mech.parameters, *mech.placement] if s in wanted]
             export = mech.kind == "channel" and binding.ion in pools
-            key = ("companion", name, tuple(cols), tuple(sorted(pools.items())), export)
+            P = len(self.targets)
+            key = ("companion", name, tuple(cols), tuple(sorted(pools.items())), export, P)
             if key not in self.planner.memo:        # Planner.memo: kept across plans
                 self.planner.memo[key] = emit_companion(mech, binding, cols, pools=pools,
-                                                        export=export)
+                                                        export=export, shadows=P)
             comp = self.planner.memo[key]
             self.plan.mods[comp.name] = comp.text
             self.companions[name] = {"name": comp.name, "pointers": comp.pointers,
-                                     "wrt": comp.wrt}
+                                     "wrt": comp.wrt, "states": comp.states}
+            if comp.jacobian:       # sens_shared.py: its Jacobians on the primal compartment
+                jac = comp.jacobian
+                self.plan.mods[jac["name"]] = jac["text"]
+                self.companions[name]["jacobian"] = {k: jac[k] for k in ("name", "pointers",
+                                                                         "range", "states")}
             if comp.pool:
                 self.pools[comp.pool] = comp.name
         self.currents = {ion: [self.companions[n]["name"] for n in names]
@@ -177,7 +183,9 @@ class ShadowPlanner:
         if what == "range":
             for primal, comp in self.companions.items():
                 var = rec["name"].removesuffix("_" + primal)
-                if var != rec["name"] and f"px_{var}" in comp["pointers"]:
+                if var != rec["name"] and var in comp["states"]:
+                    if "jacobian" in comp:      # on the primal: S<p>_<var>_sensjac_...
+                        return ["jacobian", comp["jacobian"]["name"], var]
                     return ["companion", comp["name"], var]
         raise UnsupportedError(f"sensitivity of the recorded quantity {key} in the NEURON "
                                "backend (membrane potentials, gate states and pool "
