@@ -76,6 +76,8 @@ VALENCE = {"ca": 2, "ca2": 2, "na": 1, "k": 1, "cl": -1, "mg": 2}
 _GHK_R, _GHK_F, _GHK_Z = sympy.Float("8.3144621"), sympy.Float("96485.3"), sympy.Integer(2)
 #: Reversal modes whose current is not gmax*fopen*(v - erev): a channel group of their own.
 GHK_MODES = ("ghk", "ghk2")
+#: A cell's recordable ion currents (LEMS exposures of cell2CaPools / cells with Ca pools).
+_CELL_ION_CURRENTS = {"iCa": "ca", "iCa2": "ca2"}
 
 #: Internal unit symbol -> factor to SI (x_SI = factor * x), for recorded quantities.
 _SI_SCALE = {iu.symbol: iu.scale for iu in (internal_unit(d) for d in vars(ir_units).values()
@@ -819,6 +821,7 @@ class ModuleWriter:
         for k, g in enumerate(plan.pools):
             self.groups[g.key] = self.nodes(f"N_POOL{k}", g.nodes, f"{g.key} ({g.code.mech.name})")
         self.input_targets = self._input_constants()
+        self.ion_records = self._recorded_ions()
         init = self._init()
         currents = self._currents()
         update = self._update()
@@ -909,7 +912,48 @@ class ModuleWriter:
             values = {a: "0.0" for a in f.args}
             values.update(self._point_reads(g, "init"))
             lines.append(f's["{g.key}"] = rt.broadcast({self.call(f, values)}, {g.size})')
+        if self.ion_records:
+            lines += self._initial_ion_currents()
         lines.append("return rt.float64(s)")
+        return lines
+
+    def _recorded_ions(self) -> list[str]:
+        """The ions whose cell-level current (``iCa``, ``iCa2``) an output records: the
+        module keeps their current densities in the state (``"ion:ca"``), as NEURON keeps
+        ``ica``: the value of the last current evaluation."""
+        ions = set()
+        for of in self.plan.sim.outputs:
+            for col in of.columns:
+                ref = col.quantity
+                if ref.path or ref.variable not in _CELL_ION_CURRENTS:
+                    continue
+                ion = _CELL_ION_CURRENTS[ref.variable]
+                block = self.plan.cell_block(ref.population, ref.index)
+                if block is None:           # a point cell's own exposure, if it has one
+                    continue
+                if not any(g.species.ion == ion and g.cell is block.cell
+                           for g in self.plan.pools):
+                    raise UnsupportedError(f"cannot record '{ref.text}': no cell with a "
+                                           f"{ion} pool for {ref.variable} to come from")
+                ions.add(ion)
+        return sorted(ions)
+
+    def _initial_ion_currents(self) -> list[str]:
+        """``s["ion:ION"]`` at t = 0: NEURON's finitialize evaluates the currents once after
+        INITIAL (with jnml_neuron's lagged gates at 0: no gated current), so a recorded
+        ``iCa`` starts at the current of the initial state."""
+        lines = ["# recorded ion currents at t = 0 (finitialize evaluates the currents)",
+                 "t_mid, dt = 0.0, DT_MS"]
+        for ion in self.ion_records:
+            name = f"ion_{_ident(ion)}"
+            lines.append(f"{name} = jnp.zeros(N_NODES)")
+            for g in self.plan.channels:
+                if g.ion == ion:
+                    f = self.fn(g.code.current())
+                    c = self.call(f, self._channel_values(g, "current"))
+                    lines.append(f"{name} = rt.add_rows({name}, {self.groups[g.key]}, "
+                                 f"rt.total_current({c}))")
+            lines.append(f's["ion:{ion}"] = {name}')
         return lines
 
     @staticmethod
@@ -1111,6 +1155,8 @@ class ModuleWriter:
             if g.ion in ions:
                 ion = _ident(g.ion)
                 lines.append(f"ion_{ion} = rt.add_rows(ion_{ion}, {N}, rt.total_current(c))")
+        for ion in self.ion_records:   # a recorded iCa: the current of this step (NEURON's ica)
+            lines.append(f'out["ion:{ion}"] = ion_{_ident(ion)}')
         for g in plan.points.values():
             for read in g.code.mech.reads:
                 if read.startswith("synapses_"):
@@ -1329,6 +1375,11 @@ class ModuleWriter:
             if ion in NEURON_CONC0:
                 return _num(NEURON_CONC0[ion][0]), "mM"      # NEURON's default, constant
             raise UnsupportedError(f"cannot record '{ref.text}': no {ion} pool there")
+        if not ref.path and ref.variable in _CELL_ION_CURRENTS:
+            # LEMS iCa: the ion's current into the compartment, nA (NEURON backend, jNeuroML:
+            # the compartment of the recorded segment, from its ica in mA/cm2 outward)
+            ion = _CELL_ION_CURRENTS[ref.variable]
+            return f'-s["ion:{ion}"][{node}] * AREA[{node}] * 0.01', "nA"
         if len(ref.path) >= 3 and ref.path[1].startswith("membraneProperties"):
             return self._channel_quantity(ref, block, node)
         if len(ref.path) == 1 and ref.path[0] in {g.component for g in self.plan.inputs}:
@@ -1452,6 +1503,9 @@ def emit(model: Model, sim: Simulation, *, jacobian: str = "analytic",
         raise UnsupportedError(f"sensitivities of GHK currents in the JAX backend ({ghk[0]})")
     writer = ModuleWriter(plan, jacobian)
     parts = writer.parts()
+    if params and writer.ion_records:
+        raise UnsupportedError("sensitivities of a recorded cell ion current (iCa, iCa2) in "
+                               "the JAX backend")
     sens = _sensitivity_parts(model, writer, list(params)) if params else {}
     template = environment("jax").get_template("module.py.j2")
     return template.render(
@@ -1460,7 +1514,8 @@ def emit(model: Model, sim: Simulation, *, jacobian: str = "analytic",
                             + (f", integration={integration!r})" if integration != "exact"
                                else ")")),
         dt=_num(sim.dt_ms), duration=_num(sim.length_ms), celsius=_num(plan.celsius),
-        jacobian=jacobian, integration=integration, params=_params(model), sens=bool(params),
+        jacobian=jacobian, integration=integration, params=_params(model, integration),
+        sens=bool(params),
         **{**parts, **sens})
 
 
@@ -1485,13 +1540,31 @@ def _display_path(path: str) -> str:
     return Path(path).name
 
 
-def _params(model: Model) -> list[tuple[str, str, str]]:
+def _params(model: Model, integration: str = "exact") -> list[tuple[str, str, str]]:
+    """(path, value text, unit) of every parameter, for PARAMS.  With ``jnml_neuron`` a
+    mechanism's parameters are read as NEURON reads jNeuroML's mods (:func:`nocmodl_default`);
+    a cell's (condDensity, erev, cm, ...) are set from jNeuroML's hoc at full precision."""
+    mechanism = {id(p) for m in model.mechanisms.values() for p in m.parameters.values()}
     seen, out = set(), []
     for p in model.parameters():
         if p.path and p.path not in seen:
             seen.add(p.path)
-            out.append((p.path, _num(p.value), p.unit or "1"))
+            value = p.value
+            if integration == "jnml_neuron" and id(p) in mechanism:
+                value = nocmodl_default(value)
+            out.append((p.path, _num(value), p.unit or "1"))
     return out
+
+
+def nocmodl_default(value: float) -> float:
+    """A PARAMETER's default as NEURON holds it: nocmodl prints the defaults of RANGE
+    parameters into the C code with printf's ``%g``, six significant digits (NEURON 7's
+    ``nrn_alloc``, NEURON 9's ``_parm_default``: ``13.888889`` runs as ``13.8889``).
+    jNeuroML's export declares every parameter of a channel, gate, pool, input or abstract
+    cell a RANGE PARAMETER, so the reference data it made ran with these values (docs/jax.md,
+    "Reference-compatible integration"; docs/omv-jax.md, fourth round)."""
+    value = float(value)
+    return value if not math.isfinite(value) else float(f"{value:g}")
 
 
 def load_module(text: str, name: str = "nml_gradiff_generated") -> types.ModuleType:
