@@ -22,7 +22,7 @@ channel (its rates are the HH 1952 rates of models/hh/hh_channels.nml, in the sa
 S/cm2, mV, ms) and the same current step, sampled at mid-step as our module evaluates it.
 
 Usage: python bench/bench_jaxley.py [--quick] [--repeat N] [--cells hh tree] [--no-memory |
-       --memory-only] [--mem-budget-gb 5] [--json OUT]
+       --memory-only] [--mem-budget-gb 5] [--xla-small-loop-bytes BYTES] [--json OUT]
 Needs jax and jaxley (``pip install -e '.[bench]'``).
 """
 
@@ -207,20 +207,23 @@ def block(x):
 
 
 def compile_and_time(fn, args: tuple, repeat: int) -> tuple[float, tuple[float, float], object]:
-    """(compile seconds, (median, min) run seconds, result): ahead-of-time compile, one
-    warm-up run, then ``repeat`` timed runs (the min shows what other processes on a shared
-    machine cost the median)."""
+    """(compile seconds, (median, min, min CPU) run seconds, result): ahead-of-time compile,
+    one warm-up run, then ``repeat`` timed runs (the min shows what other processes on a
+    shared machine cost the median).  "min CPU" is the least process CPU time (all threads)
+    of a run: what the run itself computed, which other processes on a loaded machine inflate
+    far less than its wall time."""
     import jax
     start = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - start
     result = block(compiled(*args))
-    runs = []
+    runs, cpu = [], []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         block(compiled(*args))
         runs.append(time.perf_counter() - start)
-    return compile_s, (statistics.median(runs), min(runs)), result
+        cpu.append(time.process_time() - cpu_start)
+    return compile_s, (statistics.median(runs), min(runs), min(cpu)), result
 
 
 def n_steps(case: CellCase, duration: float) -> int:
@@ -402,13 +405,26 @@ def _vm_kb(field: str, pid: int | str = "self") -> int:
 
 # ---------------------------------------------------------------------------------- report
 
+def set_small_loop_threshold(nbytes: int) -> None:
+    """XLA's CPU backend runs a while loop (our lax.scan, Jaxley's) kernel by kernel, each
+    kernel a dispatch, unless the bytes its body accesses per iteration are below a threshold
+    (1024 by default; XLA's SmallWhileLoopHoistingPass): then the loop is compiled into one
+    function.  Read once, when jax's CPU backend starts: must run before jax is imported.
+    Subprocesses (the memory runs) inherit it."""
+    if "jax" in sys.modules:
+        raise SystemExit("--xla-small-loop-bytes must be set before jax is imported")
+    flag = f"--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold={nbytes}"
+    os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), flag]))
+
+
 def machine() -> str:
     import jax
     import jaxley
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
                 if ln.startswith("model name")), platform.processor())
     return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"jax {jax.__version__}, jaxley {jaxley.__version__}, backend {jax.default_backend()}")
+            f"jax {jax.__version__}, jaxley {jaxley.__version__}, backend {jax.default_backend()}"
+            f", XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
 
 
 def main(argv=None) -> int:
@@ -424,12 +440,18 @@ def main(argv=None) -> int:
     ap.add_argument("--memory-durations", type=float, nargs="+", default=None)
     ap.add_argument("--mem-budget-gb", type=float, default=5.0)
     ap.add_argument("--json", type=Path, default=None, help="write every row to this file")
+    ap.add_argument("--xla-small-loop-bytes", type=int, default=None, metavar="BYTES",
+                    help="XLA CPU compiles a while loop whose body accesses fewer bytes than "
+                         "this into one function instead of dispatching each of its kernels "
+                         "(XLA's default: 1024); set for the whole process, so for both sides")
     ap.add_argument("--child", nargs=4, metavar=("CELL", "MODE", "MS", "PULSE"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         memory_child(args.child[0], args.child[1], float(args.child[2]), json.loads(args.child[3]))
         return 0
+    if args.xla_small_loop_bytes is not None:
+        set_small_loop_threshold(args.xla_small_loop_bytes)
     import jax
     jax.config.update("jax_enable_x64", True)
     repeat = args.repeat or (3 if args.quick else 7)
@@ -492,7 +514,32 @@ def print_tables(out: dict) -> None:
               f"{_ratio(r.get('ours_sens_s'), r.get('ours_sens_primal_s'))} | "
               f"{1 + 0.5 * r['P']:g} | {'n/a' if sd is None else f'{sd:.1e}'}, "
               f"{r['grad_rel_diff']:.1e} | {r['loss_rel_diff']:.1e} |")
+    print_cpu_tables(out["gradients"])
     print_memory(out["memory"])
+
+
+def print_cpu_tables(rows: list[dict]) -> None:
+    """The same runs by their least process CPU time (ms; robust to a loaded machine)."""
+    print("\nLeast CPU time of the repeats (ms), and its ratios.\n")
+    print("| cell | P | ours primal | Jaxley primal | ours sens grad | ours AD grad | Jaxley grad"
+          " | Jaxley grad / ours sens grad | ours sens grad / its module's primal |")
+    print("|" + "---|" * 9)
+    for r in rows:
+        cpu = {k: _cpu(r.get(k)) for k in ("ours_primal_s", "jaxley_primal_s", "ours_sens_s",
+                                           "ours_ad_s", "jaxley_s", "ours_sens_primal_s")}
+        ms = {k: "n/a" if v is None else f"{v * 1e3:.4g}" for k, v in cpu.items()}
+        print(f"| {r['cell']} | {r['P']} | {ms['ours_primal_s']} | {ms['jaxley_primal_s']} | "
+              f"{ms['ours_sens_s']} | {ms['ours_ad_s']} | {ms['jaxley_s']} | "
+              f"{_div(cpu['jaxley_s'], cpu['ours_sens_s'])} | "
+              f"{_div(cpu['ours_sens_s'], cpu['ours_sens_primal_s'])} |")
+
+
+def _cpu(x):
+    return x[2] if x is not None and len(x) > 2 else None
+
+
+def _div(a, b) -> str:
+    return "n/a" if a is None or b is None else f"{a / b:.3g}"
 
 
 def print_memory(rows: list[dict]) -> None:

@@ -42,10 +42,11 @@ def exprelr(x):
     x = jnp.asarray(x)
     small = jnp.abs(x) < _EXPRELR_SERIES_MAX
     safe = jnp.where(small, 1.0, x)
+    # x > 0: x e^-x / (1 - e^-x) never overflows; x < 0: x / (e^x - 1) neither.  Both
+    # denominators are expm1(-|x|): one division by it (two transcendentals per call, not
+    # three; used once, so XLA keeps it inside the caller's kernel).
     pos = jnp.where(safe > 0, safe, 1.0)
-    neg = jnp.where(safe > 0, -1.0, safe)
-    # x > 0: x e^-x / (1 - e^-x) never overflows; x < 0: x / (e^x - 1) neither.
-    closed = jnp.where(safe > 0, pos * jnp.exp(-pos) / -jnp.expm1(-pos), neg / jnp.expm1(neg))
+    closed = jnp.where(safe > 0, -pos * jnp.exp(-pos), safe) / jnp.expm1(-jnp.abs(safe))
     xs = jnp.where(small, x, 0.0)
     series = 1.0 + xs * (-0.5 + xs * (1.0 / 12.0 + xs * xs * (-1.0 / 720.0)))
     return jnp.where(small, series, closed)
