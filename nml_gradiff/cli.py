@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .backends.jax.xla_flags import configure_xla
 from .errors import ModelError
 from .inspect_report import model_to_json, params_lines, summary_lines
 
@@ -217,6 +218,7 @@ COMMANDS = {"inspect": cmd_inspect, "validate": cmd_validate, "run": cmd_run,
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    configure_xla()             # before anything imports jax (backends/jax/xla_flags.py)
     try:
         return COMMANDS[args.command](args)
     except ModelError as exc:
