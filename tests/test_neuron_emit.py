@@ -6,6 +6,7 @@ Expected snippets are derived by hand from the NMODL grammar, not recorded from 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -16,7 +17,8 @@ import pytest
 import sympy
 
 from nml_gradiff import __version__
-from nml_gradiff.backends.neuron.emit import Binding, emit, neuron_name, nmodl_unit
+from nml_gradiff.backends.neuron.emit import (Binding, emit, midstep_input, neuron_name,
+                                              nmodl_unit)
 from nml_gradiff.backends.neuron.printer import (Block, NmodlPrinter, cse_assignments,
                                                  nmodl_number, tidy)
 from nml_gradiff.errors import UnsupportedError
@@ -430,6 +432,62 @@ def test_input_is_an_electrode_current(test_model):
     assert "ELECTRODE_CURRENT i" in lines and "i = i_lems" in lines
     assert "i_lems = amplitude*weight" in lines
     assert "if ((t >= delay) && (t < delay + duration)) {" in lines
+    # its OnConditions test t alone: in BREAKPOINT (mid-step t), in file order, then i
+    bp = _block(text, "BREAKPOINT {")
+    conds = [bp.index(c) for c in ("if (t < delay) {",
+                                   "if ((t >= delay) && (t < delay + duration)) {",
+                                   "if (t >= delay + duration) {")]
+    assert conds == sorted(conds) and bp.index("i = i_lems") > conds[-1]
+    assert "NET_RECEIVE" not in text and "net_send" not in text and "dt (ms)" not in text
+
+
+#: Every LEMS input with OnConditions (NeuroML2 CoreTypes Inputs.xml) that is not a synapse.
+INPUTS_NML = """<neuroml xmlns="http://www.neuroml.org/schema/neuroml2" id="inputs">
+  <sineGenerator id="sine" delay="10ms" phase="0" duration="50ms" amplitude="0.1nA"
+      period="20ms"/>
+  <rampGeneratorDL id="ramp" delay="10ms" duration="50ms" startAmplitude="0.1"
+      finishAmplitude="0.2" baselineAmplitude="0"/>
+  <voltageClamp id="vc" delay="10ms" duration="50ms" targetVoltage="-20mV"
+      simpleSeriesResistance="1e6ohm"/>
+  <voltageClampTriple id="vc3" active="1" delay="10ms" duration="50ms"
+      conditioningVoltage="-70mV" testingVoltage="-20mV" returnVoltage="-70mV"
+      simpleSeriesResistance="1e6ohm"/>
+  <spikeGenerator id="sg" period="10ms"/>
+</neuroml>
+"""
+
+
+def test_which_inputs_switch_at_mid_step(tmp_path, test_model):
+    """docs/neuron.md, "LEMS OnConditions of inputs": an input whose conditions read only t
+    and parameters, whose states only events set, and whose assigned values read no state,
+    tests them in BREAKPOINT; anything else (a spike generator: an ODE clock that emits
+    spikes) keeps the self-event every dt in NET_RECEIVE."""
+    path = tmp_path / "inputs.nml"
+    path.write_text(INPUTS_NML)
+    mechs = load_model(path).mechanisms
+    assert {n: midstep_input(m) for n, m in mechs.items()} == {
+        "sine": True, "ramp": True, "vc": True, "vc3": True, "sg": False}
+    sine = emit(mechs["sine"])[1]
+    assert "sin(" in "".join(_block(sine, "BREAKPOINT {")) and "NET_RECEIVE" not in sine
+    vc = _block(emit(mechs["vc"])[1], "BREAKPOINT {")
+    assert "i_lems = weight*(targetVoltage - v)/simpleSeriesResistance" in vc   # di/dv seen
+    sg = emit(mechs["sg"])[1]
+    assert "net_send(dt, 1)" in sg and "net_event(t)" in _block(sg, "NET_RECEIVE (nc_weight) {")
+    # the rule, one condition broken at a time, on the pulse generator
+    pulse = test_model["pulse"]
+    assert midstep_input(pulse)
+
+    def with_event(k, **change):
+        events = list(pulse.events)
+        events[k] = dataclasses.replace(events[k], **change)
+        return dataclasses.replace(pulse, events=events)
+    k = next(j for j, e in enumerate(pulse.events) if e.assign.get("i", 0) != 0)  # i = amp
+    cases = [with_event(k, condition=symbol("v") > 0),                  # reads v
+             with_event(k, assign={"i": symbol("i") + symbol("amplitude")}),   # reads a state
+             with_event(k, emits=True),                                  # a spike
+             dataclasses.replace(pulse, kind="synapse")]
+    assert not any(midstep_input(m) for m in cases)
+    assert all("net_send(dt, 1)" in emit(m)[1] for m in cases[:2])
 
 
 def test_synapse(test_model):

@@ -286,3 +286,63 @@ def test_input_into_a_cell_that_holds_v_is_refused(tmp_path, capsys):
     spike = np.argmax(np.diff(v) < -0.01) + 1             # the first reset
     held = v[spike:spike + int(5.0 / 0.025)]
     assert 0.010 < t[spike] < 0.030 and np.all(held == pytest.approx(-0.070, abs=1e-12))
+
+
+#: Two passive iafCells (threshold out of reach) under pulses at dt = 5 us: one switching on
+#: at 100 ms, on the step grid, where NEURON's accumulated t is 99.9999999999453 ms, and off
+#: 20 us later; one switching on at 100.001 ms (before the step's midpoint, 100.0025) and
+#: off at 100.0235 ms (after its step's midpoint, 100.0225).
+EDGES_LEMS = """<Lems>
+  <Target component="sim"/>
+  <Include file="Cells.xml"/>
+  <Include file="Networks.xml"/>
+  <Include file="Simulation.xml"/>
+  <iafCell id="iaf" leakConductance="0.2nS" leakReversal="-70mV" thresh="100mV"
+      reset="-70mV" C="3.2pF"/>
+  <pulseGenerator id="grid" delay="100ms" duration="0.02ms" amplitude="0.05nA"/>
+  <pulseGenerator id="mid" delay="100.001ms" duration="0.0225ms" amplitude="0.05nA"/>
+  <network id="net">
+    <population id="a" component="iaf" size="1"/>
+    <population id="b" component="iaf" size="1"/>
+    <explicitInput target="a[0]" input="grid"/>
+    <explicitInput target="b[0]" input="mid"/>
+  </network>
+  <Simulation id="sim" length="100.05ms" step="0.005ms" target="net">
+    <OutputFile id="of" fileName="x.dat">
+      <OutputColumn id="va" quantity="a[0]/v"/>
+      <OutputColumn id="vb" quantity="b[0]/v"/>
+    </OutputFile>
+  </Simulation>
+</Lems>
+"""
+
+
+@pytest.mark.slow
+def test_pulse_edges_at_the_step_midpoint_match_the_jax_backend(tmp_path):
+    """A pulse's OnConditions are tested at mid-step (BREAKPOINT, t + dt/2: docs/neuron.md),
+    as jNeuroML's mods, IClamp and our JAX module do: the pulse at 100 ms is on for the step
+    from 100 to 100.005 ms (it was one step late while the mod tested t at the step's start,
+    where the accumulated t is 99.9999999999453), the mid-step edges switch in the step
+    whose midpoint passed them, and the traces match the JAX backend's to round-off."""
+    pytest.importorskip("jax")
+    from nml_gradiff.backends.jax.run import simulate as jax_simulate
+    from nml_gradiff.backends.neuron.run import simulate as neuron_simulate
+    from nml_gradiff.ingest.simulation import load_simulation
+    path = tmp_path / "LEMS_edges.xml"
+    path.write_text(EDGES_LEMS)
+    model, sim = load_simulation(path)
+    nrn, ours = neuron_simulate(model, sim, []), jax_simulate(model, sim, [])
+    t = np.asarray(nrn.t_ms)
+    np.testing.assert_allclose(ours.t_ms, t, rtol=0, atol=1e-9)
+
+    def k(ms):
+        return int(np.argmin(np.abs(t - ms)))
+    rest = -0.070                                                    # V
+    for key, on, off in (("a[0]/v", 100.0, 100.02), ("b[0]/v", 100.0, 100.025)):
+        v = np.asarray(nrn.values[key])
+        assert np.all(v[:k(on) + 1] == pytest.approx(rest, abs=1e-12)), key
+        # dv = I dt / C = 0.05 nA * 5 us / 3.2 pF = 78 uV in the first step on
+        assert v[k(on) + 1] - rest == pytest.approx(0.05e-9 * 5e-6 / 3.2e-12, rel=1e-3), key
+        rise = np.diff(v[k(on):k(off) + 3])
+        assert np.all(rise[:k(off) - k(on)] > 0) and np.all(rise[k(off) - k(on):] < 0), key
+        np.testing.assert_allclose(ours.values[key], v, rtol=0, atol=1e-15)        # V

@@ -17,7 +17,9 @@ NEURON where it is placed; :func:`neuron_name` turns a mechanism name into a NEU
   by default the cell's capacitance), so NEURON integrates v like any other membrane and
   synapses on the section see and drive the same v.  LEMS OnConditions are checked once per
   time step, after the state update, by a self-event every ``dt`` (``net_send(dt, 1)``), because
-  only NET_RECEIVE may assign v or emit spikes (``net_event``).
+  only NET_RECEIVE may assign v or emit spikes (``net_event``).  Exception: an input whose
+  conditions depend on the time alone (pulse, sine, ramp generators, voltage clamps:
+  :func:`midstep_input`) tests them in BREAKPOINT, at NEURON's mid-step t, as IClamp does.
 """
 
 from __future__ import annotations
@@ -985,7 +987,8 @@ class _Pool(_Emitter):
 class _PointProcess(_Emitter):
     """A POINT_PROCESS.  LEMS OnConditions run in NET_RECEIVE on a clock: a self-event with
     flag 1 every dt (flag 2 at t = 0), delivered at the start of each step, i.e. after the
-    previous step's state update; NetCon events (LEMS event ports) arrive with flag 0."""
+    previous step's state update; NetCon events (LEMS event ports) arrive with flag 0.
+    (:class:`_Input` moves the conditions of a :func:`midstep_input` to BREAKPOINT.)"""
 
     template = "point_process.mod.j2"
     keyword = "POINT_PROCESS"
@@ -1057,6 +1060,47 @@ class _PointProcess(_Emitter):
         block.assign("i", sign * self.tr(expr))
 
 
+def midstep_input(mech: Mechanism) -> bool:
+    """Whether the input ``mech`` has its LEMS OnConditions tested in BREAKPOINT, at NEURON's
+    mid-step time, instead of in NET_RECEIVE on a self-event every dt (docs/neuron.md, "LEMS
+    OnConditions of inputs").  It must be an input (kind "input") whose
+
+    * events are all OnConditions that emit no spike (NET_RECEIVE alone may ``net_event``),
+      or event-port handlers that do nothing (the ``in`` port of basePointCurrent),
+    * states are all set by events only (no ODE or kinetic scheme: nothing that NEURON's
+      state update would have to see after the events),
+    * conditions read only ``t`` and parameters (so their truth is a function of the time),
+    * assigned values read no state (only ``t``, ``v``, parameters): BREAKPOINT runs twice per
+      step (at v + 0.001 and at v, for di/dv), so its events must give the same result each
+      time, and a value that read an event-set state (``x = x + 1``) would not.
+
+    Derived quantities count as what they read.  pulseGenerator, sineGenerator,
+    rampGenerator, their DL variants, voltageClamp and voltageClampTriple qualify; spike
+    generators (ODE clocks, spikes) do not."""
+    events = [e for e in mech.events if e.assign or e.emits]   # not the no-op OnEvents
+    if mech.kind != "input" or not events or mech.kinetic:
+        return False
+    if any(e.condition is None or e.emits for e in events):
+        return False
+    if any(s.rhs is not None for s in mech.states.values()):
+        return False
+
+    def reads(expr) -> set[str]:
+        out, todo = set(), [s.name for s in sympy.sympify(expr).free_symbols]
+        while todo:
+            n = todo.pop()
+            if n in mech.derived and n not in out:
+                todo += [s.name for s in mech.derived[n].expr.free_symbols]
+            out.add(n)
+        return out - set(mech.derived)
+
+    params = set(mech.parameters)
+    return all(reads(e.condition) <= params | {"t"}
+               and all(reads(v) <= params | {"t", "v"} and n in mech.states
+                       for n, v in e.assign.items())
+               for e in events)
+
+
 def dimensionless_input(mech: Mechanism) -> bool:
     """A dimensionless input (pulseGeneratorDL, ...: basePointCurrentDL) exposes ``I``,
     which its target cell adds to dv/dt in mV/ms (izhikevichCell: ``ISyn * MVOLT/MSEC``): as
@@ -1073,6 +1117,23 @@ class _Input(_PointProcess):
 
     current_decl, sign = "ELECTRODE_CURRENT i", 1
     comment = "electrode current (nA): LEMS i, positive into the cell"
+
+    def midstep(self) -> bool:
+        return midstep_input(self.mech)
+
+    def clock(self) -> bool:
+        return super().clock() and not self.midstep()
+
+    def events(self, block):
+        """The OnConditions of a :func:`midstep_input`, in BREAKPOINT: NEURON's fixed step
+        evaluates it at mid-step, t + dt/2, as jNeuroML's input mods and IClamp do."""
+        if not self.midstep():
+            return
+        events = self.condition_events()
+        block.comment("LEMS OnConditions, in file order, at NEURON's mid-step t (t + dt/2)")
+        self.call_rates(block, [e.condition for e in events]
+                        + [v for e in events for v in e.assign.values()])
+        self.event_statements(block, events)
 
     def dimensionless(self) -> bool:
         return dimensionless_input(self.mech)
