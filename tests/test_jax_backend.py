@@ -654,9 +654,8 @@ def test_point_cells_match_the_neuron_backend(tmp_path):
     """iafCell and izhikevich2007Cell driven by pulses: the same spike times as the NEURON
     backend's POINT_PROCESS mods (both step v as a node, reset after the recording), and
     the same traces.  The pulses switch on at a step boundary and end after the simulated
-    60 ms: the two backends test a pulse's condition at different points of a step (the
-    midpoint; the NEURON backend's mod at the step's start), which this keeps out of the
-    test.  Tolerances: the iafCell's current is linear in v, its traces agree to round-off
+    60 ms (both backends test a pulse's condition at the step's midpoint since session 4;
+    tests/test_neuron_run.py checks the edges).  Tolerances: the iafCell's current is linear in v, its traces agree to round-off
     (measured 2e-15 V); the Izhikevich current is quadratic in v, where NEURON's di/dv
     quotient (i(v+0.001)-i(v))/0.001 differs from our exact derivative by k*0.001/C: 2e-7 V
     (2e-4 mV) measured; the spike times are identical."""
@@ -719,8 +718,8 @@ def test_jnml_neuron_integration_refuses_sensitivities(hh_model):
 @pytest.mark.corpus
 def test_ghk_currents_match_the_neuron_backend(corpus):
     """channelDensityGHK and channelDensityGHK2 (ghk-nernst's two cells, Ca pool fed by the
-    GHK current) against the NEURON backend's mods, before the pulse at 4 ms (where the two
-    backends switch a pulse a step apart at this dt: docs/jax.md): v to round-off (measured
+    GHK current) against the NEURON backend's mods, before the pulse at 4 ms (until session
+    4 the two backends switched a pulse a step apart; docs/jax.md): v to round-off (measured
     7e-16 V), and the pool's concentration, which the GHK current moves by 30 % in these
     3.9 ms, to 1e-12 relative (measured 4e-14)."""
     import dataclasses
