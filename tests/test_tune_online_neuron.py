@@ -112,7 +112,7 @@ def test_neuron_online_homeostasis_settles_the_rate(tmp_path):
     the JAX run's for the first replays (49.9, 53.3, 52.3, 44.7, 42.7, 42.2/s), then,
     from the 10th replay (2 s) on, 38.9/s on average, 14 of 15 replays within 40 +- 2.7/s
     and one at 31.7/s; gK 0.036 -> 0.044..0.048 S/cm2; the real spike rate of one run
-    60/s before, 40/s after.  Wall time 29 s with the mods built (56 s on a loaded
+    60/s before, 40/s after (45/s since pulses switch at mid-step).  Wall time 29 s with the mods built (56 s on a loaded
     machine), 86-228 s building them."""
     lems = noisy_hh(tmp_path / "model", 200)
     out = tmp_path / "tuned"
