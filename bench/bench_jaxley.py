@@ -544,7 +544,9 @@ def _div(a, b) -> str:
 
 def print_memory(rows: list[dict]) -> None:
     """Peak RSS in MB, one column per simulated time (wall seconds of the whole process,
-    build and compile included, in parentheses)."""
+    build and compile included, in parentheses); nothing when memory was not measured."""
+    if not rows:
+        return
     durations = sorted({m["duration_ms"] for m in rows})
     print("\n| cell | what | " + " | ".join(f"{d:g} ms" for d in durations) + " |")
     print("|---|---|" + "---|" * len(durations))
