@@ -99,7 +99,7 @@ def _shadow_cell(h, plan, cells, spec, sens):
         comp = companions[placement["neuron_name"]]
         # a companion reading shared Jacobians has no parameters: its sensjac_ has them
         _insert(sections[placement["section"]], placement, comp["name"],
-                () if "jacobian" in comp else None)
+                () if "jacobian" in comp else None, plan.get("defaults"))
     for placement in kind["placements"]:    # after all insertions: companions point to each other
         _wire(h, sections[placement["section"]], primal[placement["section"]],
               placement["neuron_name"], companions[placement["neuron_name"]], sens)
@@ -128,7 +128,7 @@ def _jacobians(h, plan, primal, population, shadows, sens):
             continue
         name = placement["section"]
         sec = primal[name]
-        _insert(sec, placement, jac["name"], jac["range"])
+        _insert(sec, placement, jac["name"], jac["range"], plan.get("defaults"))
         for i, seg in enumerate(sec):
             mech = getattr(seg, jac["name"])
             for pointer, target in jac["pointers"].items():
@@ -150,10 +150,14 @@ def _jacobians(h, plan, primal, population, shadows, sens):
                 setattr(seg, f"{weight}_{jac['name']}", value)
 
 
-def _insert(sec, placement, name, names=None):
+def _insert(sec, placement, name, names=None, defaults=None):
     """The companion (or Jacobian mod) where the primal has ``placement``, with the same
-    RANGE values (those in ``names`` only, if given)."""
+    RANGE values (those in ``names`` only, if given), after the PARAMETER defaults nocmodl
+    rounded (plan ``defaults``: builder.py, defaults.py)."""
     sec.insert(name)
+    for param, value in (defaults or {}).get(name, {}).items():
+        for seg in sec:
+            setattr(seg, f"{param}_{name}", value)
     for param, values in placement["range"].items():
         if names is not None and param not in names:
             continue

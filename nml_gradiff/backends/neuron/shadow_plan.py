@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from ...errors import UnsupportedError
 from ...ir.model import Model
 from ...ir.simulation import Simulation
+from .defaults import rounded_defaults
 from .emit import Binding
 from .plan import Plan, Planner, channel_binding
 from .sens_emit import emit_companion
@@ -205,6 +206,8 @@ class ShadowPlanner:
             "params": [t.path for t in self.targets], "companions": self.companions,
             "pools": self.pools, "currents": self.currents,
             "shadows": shadows, "record": self._records()}
+        # the companions' own PARAMETER defaults too (defaults.py; _check: exact only)
+        self.plan.data["defaults"] = rounded_defaults(self.plan.mods)
         return self.plan
 
 
