@@ -26,24 +26,13 @@ def template_folder(backend: str):
     return root / backend
 
 
-class _ModTemplate(jinja2.Template):
-    """A NEURON template: its text with the long lines wrapped for nocmodl, whichever
-    module renders it (backends/neuron/mod_lines.py)."""
-
-    def render(self, *args, **kwargs) -> str:
-        from .backends.neuron.mod_lines import wrap_mod_lines
-        return wrap_mod_lines(super().render(*args, **kwargs))
-
-
 @functools.lru_cache(maxsize=None)
 def environment(backend: str) -> jinja2.Environment:
     """Brian2-style settings: undefined names are errors, block tags leave no blank lines,
     files keep their final newline."""
     folder = template_folder(backend)
     templates = {p.name: p.read_text() for p in folder.iterdir() if p.name.endswith(".j2")}
-    env = jinja2.Environment(loader=jinja2.DictLoader(templates),
-                             undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
-    if backend == "neuron":
-        env.template_class = _ModTemplate
-    return env
+    return jinja2.Environment(loader=jinja2.DictLoader(templates),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              lstrip_blocks=True, keep_trailing_newline=True,
+                              autoescape=False)

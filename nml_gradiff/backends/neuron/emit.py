@@ -38,7 +38,7 @@ from ...errors import UnsupportedError
 from ...ir.functions import ExpRelr
 from ...ir.cell import EREV_MODES
 from ...ir.mechanism import Event, Mechanism, symbol
-from ...templating import environment
+from .mod_lines import render_mod
 from .printer import (FUNCTION_DEFINITIONS, Block, NmodlPrinter, cse_assignments, nmodl_number,
                       tidy)
 
@@ -279,7 +279,7 @@ def emit(mech: Mechanism, *, binding: Binding | None = None,
 
 
 def _render(mod: ModFile) -> str:
-    return environment("neuron").get_template(mod.template).render(m=mod)
+    return render_mod(mod.template, m=mod)
 
 
 class _Emitter:

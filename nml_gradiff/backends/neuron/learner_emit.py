@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from ... import __version__
 from ...errors import UnsupportedError
-from ...templating import environment
+from .mod_lines import render_mod
 from .emit import _wrapped
 
 LEARNER = "nmlg_learn"
@@ -144,12 +144,11 @@ def emit_learner(objective: str, paths: list[str], keys: list[str],
         ranges += [n for q in range(Q) for n in (f"target{q}", f"yp{q}", f"tp{q}")]
     else:
         ranges += ["rp", "yp0", "vsp", "spikes"]
-    text = environment("neuron").get_template("learner.mod.j2").render(
-        name=LEARNER, theta_mech=THETA, objective=objective, params=params, keys=qs,
-        header=_header(command), range_lines=_wrapped("RANGE", ranges),
-        pointer_lines=_wrapped("POINTER", pointers),
-        pointer_vars=[f"{n:<40} : POINTER" for n in pointers],
-        **_lines(objective, P, Q))
+    text = render_mod(
+        "learner.mod.j2", name=LEARNER, theta_mech=THETA, objective=objective,
+        params=params, keys=qs, header=_header(command),
+        range_lines=_wrapped("RANGE", ranges), pointer_lines=_wrapped("POINTER", pointers),
+        pointer_vars=[f"{n:<40} : POINTER" for n in pointers], **_lines(objective, P, Q))
     return LEARNER, text
 
 
@@ -157,7 +156,6 @@ def emit_theta(paths: list[str], command: str | None = None) -> tuple[str, str]:
     """(name, mod text) of the copier of the learner's values: one slot per tuned path."""
     params = [_Item(p, path=_comment(path)) for p, path in enumerate(paths)]
     pointers = [n for p in range(len(paths)) for n in (f"src{p}", f"dst{p}")]
-    text = environment("neuron").get_template("theta.mod.j2").render(
-        name=THETA, learner=LEARNER, params=params, header=_header(command),
-        pointers=_wrapped("POINTER", pointers))
+    text = render_mod("theta.mod.j2", name=THETA, learner=LEARNER, params=params,
+                      header=_header(command), pointers=_wrapped("POINTER", pointers))
     return THETA, text

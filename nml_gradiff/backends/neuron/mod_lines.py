@@ -12,10 +12,18 @@ lines; a ``TITLE`` (which ends at the end of its line) is shortened.
 
 from __future__ import annotations
 
+from ...templating import environment
+
 #: The longest line written (well below nocmodl's limit, and readable).
 WIDTH = 100
 
 _CONTINUATION = " " * 8
+
+
+def render_mod(template: str, **context) -> str:
+    """A mod file from one of ``templates/neuron/``, its long lines wrapped: every NEURON
+    template renders through here."""
+    return wrap_mod_lines(environment("neuron").get_template(template).render(**context))
 
 
 def wrap_mod_lines(text: str, width: int = WIDTH) -> str:

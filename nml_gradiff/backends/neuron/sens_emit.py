@@ -35,7 +35,7 @@ from ...errors import UnsupportedError
 from ...ir.mechanism import Mechanism, symbol
 from ...passes.discretize import _rebuild, dag_cse, dag_xreplace, discretize
 from ...passes.sensitivity import SensitivityMap, sensitivities, solved_symbol
-from ...templating import environment
+from .mod_lines import render_mod
 from .emit import Binding, Code, ModFile, Var, _Channel, _Pool, _wrapped
 from .printer import FUNCTION_DEFINITIONS, Block, NmodlPrinter, nmodl_number
 
@@ -438,7 +438,7 @@ class _CompanionEmitter:
                       breakpoint=bp, blocks=[adv], net_receive=None,
                       functions=[FUNCTION_DEFINITIONS[f] for f in sorted(self.printer.used)],
                       template="companion.mod.j2")
-        text = environment("neuron").get_template(mod.template).render(m=mod)
+        text = render_mod(mod.template, m=mod)
         return Companion(self.name, self.primal.name, pointers, dict(self.wrt), text,
                          exports=self.exports, pool=getattr(self, "pool_ion", None),
                          states=[self.mod[s] for s in self.states])

@@ -42,7 +42,7 @@ import sympy
 from ... import __version__
 from ...errors import UnsupportedError
 from ...ir.mechanism import symbol
-from ...templating import environment
+from .mod_lines import render_mod
 from .emit import ModFile, Var, _wrapped
 from .printer import FUNCTION_DEFINITIONS, Block
 from .sens_emit import _H, Companion, _code, _CompanionEmitter, _subs
@@ -189,6 +189,18 @@ class SharedEmitter(_CompanionEmitter):
         return sympy.Add(*[symbol(c) * self._factor(p, f[2:])
                            for c, _, f in self.coefficients[part] if f[:2] == ["row", state]])
 
+    def _branch(self, block: Block, comment: str, assignments, part: str,
+                after: list[str] = ()) -> None:
+        """One branch of advance(): the gate sensitivities' ``part`` ("next" or "init")."""
+        block.level += 1
+        block.comment(comment)
+        block.locals += [n for n, _ in assignments]
+        self._assign(block, assignments)
+        self._updates(block, part)
+        for line in after:
+            block.line(line)
+        block.level -= 1
+
     def _updates(self, block: Block, part: str) -> None:
         """S<p>_x = (the rows of ``part``) for every shadow p."""
         for p in range(self.P):
@@ -236,22 +248,11 @@ class SharedEmitter(_CompanionEmitter):
         for p, n in self.theta.items():
             block.line(f"{self.theta_now[p]} = {n}")
         block.line("if (started) {")
-        block.level += 1
-        block.comment("S_x[n-1] -> S_x[n], through the update at (x[n-1], v[n])")
-        nxt = self.next_assignments()
-        block.locals += [n for n, _ in nxt]
-        self._assign(block, nxt)
-        self._updates(block, "next")
-        block.level -= 1
+        self._branch(block, "S_x[n-1] -> S_x[n], through the update at (x[n-1], v[n])",
+                     self.next_assignments(), "next")
         block.line("} else {")
-        block.level += 1
-        block.comment("step 0: S_x[0] = dx0/dv S_v[0] + dx0/dtheta at v[0]")
-        ini = self.init_assignments()
-        block.locals += [n for n, _ in ini]
-        self._assign(block, ini)
-        self._updates(block, "init")
-        block.line("started = 1")
-        block.level -= 1
+        self._branch(block, "step 0: S_x[0] = dx0/dv S_v[0] + dx0/dtheta at v[0]",
+                     self.init_assignments(), "init", ["started = 1"])
         block.line("}")
         block.comment("the shadows' next step: G and J at (v[n], x[n]), v[n+1] - v[n]")
         self._assign(block, self.current_assignments())
@@ -311,7 +312,7 @@ class SharedEmitter(_CompanionEmitter):
             net_receive=None,
             functions=[FUNCTION_DEFINITIONS[f] for f in sorted(self.printer.used)],
             template="companion.mod.j2")
-        return environment("neuron").get_template(mod.template).render(m=mod), pointers
+        return render_mod(mod.template, m=mod), pointers
 
     # ------------------------------------------------------------ the companion
     def companion_mod(self) -> str:
@@ -338,7 +339,7 @@ class SharedEmitter(_CompanionEmitter):
             breakpoint=_code("BREAKPOINT", "", bp),
             blocks=[_code("PROCEDURE", "advance()", adv, "after the solve: S_v[n]")],
             net_receive=None, functions=[], template="companion.mod.j2")
-        return environment("neuron").get_template(mod.template).render(m=mod)
+        return render_mod(mod.template, m=mod)
 
     # ------------------------------------------------------------ both
     def build(self, command: str | None) -> Companion:
