@@ -287,8 +287,22 @@ def machine() -> str:
     return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
             f"Python {platform.python_version()}, NEURON {importlib.metadata.version('neuron')}"
             f", pyNeuroML {importlib.metadata.version('pyNeuroML')}, "
-            f"{java.splitlines()[0] if java else 'java ?'}; "
-            f"load average at start {os.getloadavg()[0]:.1f}")
+            f"{java.splitlines()[0] if java else 'java ?'}")
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def report(script: str, about: str, start_load: str, body: str, md: Path | None) -> str:
+    """What a bench script prints (and writes to ``--md``): machine, load at start and end,
+    the command, then its tables."""
+    text = (f"Machine: {about}\n\nLoad (`uptime`) at start: {start_load}; at end: {uptime()}"
+            f"\n\nCommand: `python bench/{script} {' '.join(sys.argv[1:])}`\n\n{body}\n")
+    print(text)
+    if md:
+        md.write_text(text)
+    return text
 
 
 def main() -> None:
@@ -305,18 +319,13 @@ def main() -> None:
                          "nml_gradiff/ and templates/, e.g. a checkout of an older commit), "
                          "alternating with ours and jNeuroML's")
     args = ap.parse_args()
-    about = machine()
+    about, start = machine(), uptime()
     rows = []
     for lems in args.models:
         rows.append(bench(lems, args.repeat, args.length, not args.no_convert,
                           not args.no_simulate, args.baseline))
         print(f"{lems.name}: {rows[-1].times}", file=sys.stderr)
-    text = (f"Machine: {about}; load average at end {os.getloadavg()[0]:.1f}\n\n"
-            f"Command: `python bench/bench_neuron.py {' '.join(sys.argv[1:])}`\n\n"
-            + table(rows) + "\n")
-    print(text)
-    if args.md:
-        args.md.write_text(text)
+    report("bench_neuron.py", about, start, table(rows), args.md)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,8 @@ Usage: python bench/bench_shadows.py [--repeat N] [--cells hh tree] [--length MS
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
-import os
-import platform
 import re
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -40,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_neuron import Row, timed  # noqa: E402  (bench/ is not a package)
+from bench_neuron import Row, machine, report, timed, uptime  # noqa: E402  (bench/ is not a package)
 
 P_VALUES = (1, 4, 12)
 
@@ -148,17 +144,6 @@ def table(rows: list[Timings]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
-                .splitlines() if ln.startswith("model name")), platform.processor())
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
-            f"Python {platform.python_version()}, NEURON {importlib.metadata.version('neuron')}")
-
-
-def uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
@@ -173,12 +158,7 @@ def main() -> None:
         case = CELLS[name]
         rows.append(bench(name, case, args.length or case.length_ms, args.repeat))
         print(f"{name}: {rows[-1].times}", file=sys.stderr)
-    text = (f"Machine: {machine()}\n\nLoad (`uptime`) at start: {start}; at end: {uptime()}"
-            f"\n\nCommand: `python bench/bench_shadows.py {' '.join(sys.argv[1:])}`\n\n"
-            + table(rows) + "\n")
-    print(text)
-    if args.md:
-        args.md.write_text(text)
+    report("bench_shadows.py", machine(), start, table(rows), args.md)
 
 
 if __name__ == "__main__":
