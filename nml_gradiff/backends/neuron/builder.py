@@ -63,11 +63,17 @@ def _place(sections, placement, defaults):
     sec = sections[placement["section"]]
     name = placement["neuron_name"]
     sec.insert(name)
-    for param, value in defaults.get(name, {}).items():
-        for seg in sec:
-            setattr(seg, f"{param}_{name}", value)
+    set_defaults(sec, name, defaults)
     for param, values in placement["range"].items():
         for seg, value in zip(sec, values):
+            setattr(seg, f"{param}_{name}", value)
+
+
+def set_defaults(sec, name, defaults):
+    """The density mechanism ``name``'s PARAMETERs that nocmodl rounded (plan ``defaults``,
+    defaults.py), on every compartment of ``sec``."""
+    for param, value in defaults.get(name, {}).items():
+        for seg in sec:
             setattr(seg, f"{param}_{name}", value)
 
 

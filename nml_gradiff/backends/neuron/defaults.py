@@ -13,6 +13,7 @@ parameters the same way, so the reference data ran with it.
 
 from __future__ import annotations
 
+import functools
 import re
 
 _BLOCK = re.compile(r"^PARAMETER\s*\{(.*?)^\}", re.S | re.M)
@@ -30,12 +31,19 @@ def rounded_defaults(mods: dict[str, str]) -> dict[str, dict[str, float]]:
     nocmodl would change, at the value the mod text means."""
     out = {}
     for name, text in sorted(mods.items()):
-        block = _BLOCK.search(text)
-        if block is None:
-            continue
-        body = _COMMENT.sub("", block.group(1))
-        changed = {p: float(v) for p, v in _DEFAULT.findall(body)
-                   if nocmodl_value(float(v)) != float(v)}
+        changed = _rounded(text)
         if changed:
-            out[name] = changed
+            out[name] = dict(changed)
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _rounded(text: str) -> tuple[tuple[str, float], ...]:
+    """One mod's changed defaults; cached, as ``tune`` plans the same mods every epoch and
+    a sensitivity plan lists the primal's again with its companions."""
+    block = _BLOCK.search(text)
+    if block is None:
+        return ()
+    body = _COMMENT.sub("", block.group(1))
+    return tuple((p, float(v)) for p, v in _DEFAULT.findall(body)
+                 if nocmodl_value(float(v)) != float(v))

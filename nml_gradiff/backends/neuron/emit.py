@@ -1042,14 +1042,7 @@ class _PointProcess(_Emitter):
         self.event_statements(block, events)
 
     def closure(self, names: set[str]) -> set[str]:
-        """The derived quantities that ``names`` use, directly or not."""
-        out, todo = set(), list(names)
-        while todo:
-            n = todo.pop()
-            if n in self.mech.derived and n not in out:
-                out.add(n)
-                todo += [s.name for s in self.mech.derived[n].expr.free_symbols]
-        return out
+        return derived_closure(self.mech, names)
 
     def exposed_current(self):
         name = self.mech.exposures.get("i")
@@ -1058,6 +1051,17 @@ class _PointProcess(_Emitter):
     def current_statement(self, block: Block, expr, sign: int) -> None:
         self.call_rates(block, [expr])
         block.assign("i", sign * self.tr(expr))
+
+
+def derived_closure(mech: Mechanism, names) -> set[str]:
+    """The derived quantities of ``mech`` that ``names`` use, directly or not."""
+    out, todo = set(), list(names)
+    while todo:
+        n = todo.pop()
+        if n in mech.derived and n not in out:
+            out.add(n)
+            todo += [s.name for s in mech.derived[n].expr.free_symbols]
+    return out
 
 
 def midstep_input(mech: Mechanism) -> bool:
@@ -1086,13 +1090,10 @@ def midstep_input(mech: Mechanism) -> bool:
         return False
 
     def reads(expr) -> set[str]:
-        out, todo = set(), [s.name for s in sympy.sympify(expr).free_symbols]
-        while todo:
-            n = todo.pop()
-            if n in mech.derived and n not in out:
-                todo += [s.name for s in mech.derived[n].expr.free_symbols]
-            out.add(n)
-        return out - set(mech.derived)
+        direct = {s.name for s in sympy.sympify(expr).free_symbols}
+        used = direct | {s.name for n in derived_closure(mech, direct)
+                         for s in mech.derived[n].expr.free_symbols}
+        return used - set(mech.derived)
 
     params = set(mech.parameters)
     return all(reads(e.condition) <= params | {"t"}

@@ -13,18 +13,14 @@ their inputs and the shadow cells (:mod:`.shadow_builder`) exist:
   behind) to the RANGE parameter that parameter p sets there: ``<range>_<mechanism>`` on
   the cell, ``<range>_<companion>`` on its shadows, where the shadow plan gives parameter
   p weight 1.  Companions with shared Jacobians (sens_shared.py) have no such parameter:
-  their ``sensjac_`` reads the cell's own value in BEFORE STEP, when it is the value of
-  the step the shadows differentiate next.
+  their ``sensjac_`` reads the cell's own value in ``advance()`` (after the solve), when it
+  is the value of the step the shadows differentiate next.
 """
 
 from __future__ import annotations
 
-try:
-    from . import builder
-    from .runner import _reference
-except ImportError:         # a standalone copy
-    import nmlg_builder as builder
-    from nmlg_runner import _reference
+from . import builder
+from .runner import _reference
 
 
 class Learner:

@@ -29,11 +29,7 @@ import numpy as np
 #: The start of the line the runner prints as each epoch ends.
 EPOCH_LINE = "nml-gradiff-epoch:"
 
-try:
-    from . import learner_builder, runner
-except ImportError:         # a standalone copy
-    import nmlg_learner_builder as learner_builder
-    import nmlg_runner as runner
+from . import learner_builder, runner
 
 
 def snapshot(h) -> list:

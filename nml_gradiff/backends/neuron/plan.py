@@ -73,13 +73,13 @@ class Planner:
         self.integration = integration          # emit.INTEGRATIONS
         # emitted mods kept by a caller across plans (tune: one emission for all epochs;
         # shadow_plan.make_sens_plan says what that asks of the caller)
+        # (integration, mechanism, binding) -> (name, text); also what makes one plan emit
+        # each distinct mod once: a cell places one channel on many sections with the same
+        # binding, and emitting is the costly part of planning (sympy; Thalamocortical
+        # cells: 846 placements, ~50 mods)
         self.memo = {} if memo is None else memo
         self.plan = Plan()
         self.layouts: dict[str, dict] = {}
-        # (mechanism, binding) -> NEURON name: a cell places one channel on many sections
-        # with the same binding, and emitting is the costly part of planning (sympy);
-        # emit once per distinct mod (Thalamocortical cells: 846 placements, ~50 mods)
-        self._emitted: dict[tuple, str] = {}
 
     # ------------------------------------------------------------------ mechanisms
 
@@ -89,15 +89,12 @@ class Planner:
             reason = next((u.reason for u in self.model.unsupported if u.id == mech_id), None)
             raise (UnsupportedError(reason.removeprefix("unsupported: ")) if reason else
                    ModelError(f"no mechanism '{mech_id}' in the model"))
-        key = (mech_id, _binding_key(binding))
-        if key not in self._emitted:
-            if (self.integration, key) not in self.memo:
-                self.memo[self.integration, key] = emit(mech, binding=binding,
-                                                        integration=self.integration)
-            name, text = self.memo[self.integration, key]
-            self.plan.mods[name] = text
-            self._emitted[key] = name
-        return self._emitted[key]
+        key = (self.integration, mech_id, _binding_key(binding))
+        if key not in self.memo:
+            self.memo[key] = emit(mech, binding=binding, integration=self.integration)
+        name, text = self.memo[key]
+        self.plan.mods[name] = text
+        return name
 
     def _channel(self, placement: dict) -> dict:
         binding = channel_binding(placement)

@@ -129,20 +129,22 @@ def _jacobians(h, plan, primal, population, shadows, sens):
         name = placement["section"]
         sec = primal[name]
         _insert(sec, placement, jac["name"], jac["range"], plan.get("defaults"))
+        shadow_segs = {p: list(sections[name]) for p, (_, sections) in shadows.items()}
         for i, seg in enumerate(sec):
             mech = getattr(seg, jac["name"])
             for pointer, target in jac["pointers"].items():
                 if target[0] == "shadow":       # ["shadow", p, "v" or a companion RANGE]
-                    sseg = list(shadows[target[1]][1][name])[i]
+                    sseg = shadow_segs[target[1]][i]
                     ref = sseg._ref_v if target[2] == "v" else \
                         getattr(sseg, f"_ref_{target[2]}_{comp['name']}")
                 else:
                     ref = _target(seg, seg, placement["neuron_name"], target, sens)
                 h.setpointer(ref, pointer, mech)
+    jacobian_of = {c["name"]: c["jacobian"] for c in sens["companions"].values()
+                   if "jacobian" in c}
     for p, (spec, _) in shadows.items():
         for w in spec["weights"]:
-            jac = next((c["jacobian"] for c in sens["companions"].values()
-                        if c["name"] == w["companion"] and "jacobian" in c), None)
+            jac = jacobian_of.get(w["companion"])
             if jac is None:
                 continue
             weight = w["wrt"].replace("wrt_", f"wrt{p}_", 1)    # SharedEmitter.weight
@@ -155,9 +157,7 @@ def _insert(sec, placement, name, names=None, defaults=None):
     RANGE values (those in ``names`` only, if given), after the PARAMETER defaults nocmodl
     rounded (plan ``defaults``: builder.py, defaults.py)."""
     sec.insert(name)
-    for param, value in (defaults or {}).get(name, {}).items():
-        for seg in sec:
-            setattr(seg, f"{param}_{name}", value)
+    builder.set_defaults(sec, name, defaults or {})
     for param, values in placement["range"].items():
         if names is not None and param not in names:
             continue
