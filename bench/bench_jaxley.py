@@ -413,7 +413,8 @@ def set_small_loop_threshold(nbytes: int) -> None:
     Subprocesses (the memory runs) inherit it."""
     if "jax" in sys.modules:
         raise SystemExit("--xla-small-loop-bytes must be set before jax is imported")
-    flag = f"--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold={nbytes}"
+    from nml_gradiff.backends.jax.xla_flags import OPTION    # jax-free; what the CLI sets
+    flag = f"--xla_backend_extra_options={OPTION}={nbytes}"
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), flag]))
 
 

@@ -7,7 +7,6 @@ import re
 
 from ..errors import ModelError
 from ..ir.model import Model
-from ..ir.units import to_internal
 from .units import UnitSystem
 
 _NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
@@ -27,7 +26,7 @@ def internal_value(value: str, dimension: str, units: UnitSystem) -> float:
     if _NUMBER.match(value):
         number = float(value)
     else:
-        number = to_internal(units.parse_quantity(value, dim).si, dim)
+        number = units.parse_quantity(value, dim).internal   # as ingest reads the file
     if not math.isfinite(number):
         raise ModelError(f"--set: value {value!r} is not a finite number")
     return number

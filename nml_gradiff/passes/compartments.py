@@ -239,6 +239,7 @@ def build_compartments(cell: Cell) -> Compartments:
     sec_parent: list[int] = []
     ras = [section_ra(cell, sec) for sec in cell.sections]
     first_segment = cell.sections[0].segments[0]
+    starts, ends = path_length(cell, 0.0), path_length(cell, 1.0)   # once, not per section
     rows.append(dict(parent=-1, area=ZERO_AREA, membrane=False, section=0, ri_left=0.0,
                      ri_prev=0.0, segment=-1, path=0.0, cm=None, v=v_of[first_segment]))
     for k, sec in enumerate(cell.sections):
@@ -250,7 +251,7 @@ def build_compartments(cell: Cell) -> Compartments:
         sec_parent.append(attach)
         areas, lefts, rights = nrn_area_ri(section_points(cell, sec), sec.nseg)
         under = compartment_segments(cell, sec)
-        paths = compartment_path_lengths(cell, sec)
+        paths = compartment_path_lengths(cell, sec, starts)
         nodes = []
         for jj in range(sec.nseg):
             nodes.append(len(rows))
@@ -258,7 +259,7 @@ def build_compartments(cell: Cell) -> Compartments:
                              membrane=True, section=k, ri_left=lefts[jj],
                              ri_prev=rights[jj - 1] if jj else 0.0, segment=under[jj],
                              path=paths[jj], cm=cm_of[under[jj]], v=v_of[under[jj]]))
-        end = path_length(cell, 1.0)[sec.segments[-1]]
+        end = ends[sec.segments[-1]]
         nodes.append(len(rows))
         rows.append(dict(parent=nodes[-2], area=ZERO_AREA, membrane=False, section=k,
                          ri_left=0.0, ri_prev=rights[-1], segment=-1, path=end, cm=None,
