@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .errors import ModelError
 from .inspect_report import model_to_json, params_lines, summary_lines
 
 EXIT_BAD_INPUT = 2
+EXIT_BROKEN_PIPE = 141          # 128 + SIGPIPE, what `yes | head` reports
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -28,9 +30,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_tune(sub) -> None:
-    p = sub.add_parser("tune", help="fit parameters of a LEMS simulation with Adam")
-    p.add_argument("file", metavar="LEMS_FILE")
-    p.add_argument("--backend", choices=["jax", "neuron"], default="jax")
+    p = sub.add_parser("tune", help="fit parameters of a LEMS simulation with Adam "
+                       "(docs/tune.md)")
+    p.add_argument("file", metavar="LEMS_FILE", help="a LEMS file with a <Simulation>")
+    p.add_argument("--backend", choices=["jax", "neuron"], default="jax",
+                   help="simulator computing the loss and its gradient (default: jax)")
     p.add_argument("--params", nargs="+", metavar="GLOB", required=True,
                    help="parameters to tune (paths of `inspect --params`)")
     target = p.add_mutually_exclusive_group(required=True)
@@ -39,8 +43,12 @@ def _add_tune(sub) -> None:
                              "the simulation's output files, SI units)")
     target.add_argument("--target-rate", type=float, metavar="VALUE",
                         help="a firing rate in spikes/s for the rate proxy (docs/tune.md)")
-    p.add_argument("--mode", choices=["offline", "online"], default="offline")
-    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--mode", choices=["offline", "online"], default="offline",
+                   help="offline: one Adam step per simulated protocol (default); online: "
+                        "the parameters learn while the cell runs")
+    p.add_argument("--epochs", type=int, default=50,
+                   help="offline: Adam steps, one simulation each; online: replays of the "
+                        "protocol (default 50)")
     p.add_argument("--lr", type=float, default=None,
                    help="Adam learning rate, in units of each initial value (default 0.01 "
                         "per epoch offline, 0.001 per update online)")
@@ -50,7 +58,8 @@ def _add_tune(sub) -> None:
     p.add_argument("--clip", type=float, default=None, help="largest gradient norm per step")
     p.add_argument("--absolute-steps", action="store_true",
                    help="take steps in parameter units, not relative to initial values")
-    p.add_argument("-o", "--out", metavar="DIR", required=True)
+    p.add_argument("-o", "--out", metavar="DIR", required=True,
+                   help="folder for history.json, the plots and the tuned model (model/)")
     _add_online_options(p)
     _add_model_options(p)
 
@@ -80,11 +89,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="nml-gradiff",
         description="Compile NeuroML2/LEMS models, with forward-sensitivity equations.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_tune(sub)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("inspect", help="show what a model file defines")
-    p.add_argument("file")
+    p.add_argument("file", help="a NeuroML (.nml) or LEMS file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--params", nargs="*", metavar="GLOB", default=None,
                    help="print the tunable parameters as 'PATH VALUE UNIT', optionally "
@@ -95,15 +103,18 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_options(p)
 
     p = sub.add_parser("validate", help="check many model files: XSD and ingest")
-    p.add_argument("files", nargs="+")
+    p.add_argument("files", nargs="+", metavar="FILE_OR_DIR",
+                   help="NeuroML or LEMS files, or folders searched for *.nml and LEMS_*.xml")
     _add_model_options(p)
 
     p = sub.add_parser("run", help="simulate a LEMS simulation and write its outputs")
     p.add_argument("file", help="a LEMS file with a <Simulation> (LEMS_*.xml)")
-    p.add_argument("--backend", choices=["neuron", "jax"], default="neuron")
+    p.add_argument("--backend", choices=["neuron", "jax"], default="neuron",
+                   help="simulator (default: neuron)")
     p.add_argument("-o", "--out", metavar="DIR", default=None,
                    help="folder for the declared output files (default: beside the file)")
-    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="change a parameter first (as for inspect; repeatable)")
     p.add_argument("--params", nargs="+", metavar="GLOB", default=[],
                    help="also write X.sens.npz: d(recorded quantity)/d(parameter)")
     p.add_argument("--integration", choices=["exact", "jnml_neuron"], default="exact",
@@ -113,8 +124,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_options(p)
 
     p = sub.add_parser("convert", help="convert model files or whole folders")
-    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
-    p.add_argument("--target", choices=["neuron", "lems", "jax"], default="neuron")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR",
+                   help="model files, or folders searched for *.nml and LEMS_*.xml")
+    p.add_argument("--target", choices=["neuron", "lems", "jax"], default="neuron",
+                   help="neuron: mod files (and a runner for LEMS simulations); jax: a "
+                        "Python module; lems: LEMS with sensitivity states (default: neuron)")
     p.add_argument("--params", nargs="+", metavar="GLOB", default=[],
                    help="the parameters whose sensitivities to emit (neuron: shadow cells)")
     p.add_argument("--sensitivity-units", choices=["si", "internal"], default=None,
@@ -125,13 +139,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="lems target: the simulator the sensitivities are exact for: jLEMS "
                         "(jnml -nogui) or jNeuroML's NEURON export (jnml -neuron); "
                         "docs/lems.md")
-    p.add_argument("-o", "--out", metavar="DIR", required=True)
+    p.add_argument("-o", "--out", metavar="DIR", required=True,
+                   help="output folder: one subfolder per model, and report.json")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes")
     _add_model_options(p)
 
     p = sub.add_parser("omv", help="run the OSB model-validation tests under folders")
-    p.add_argument("folders", nargs="+", metavar="DIR")
-    p.add_argument("--backend", choices=["neuron", "jax"], default="neuron")
+    p.add_argument("folders", nargs="+", metavar="DIR",
+                   help="folders searched for OSB test files (.omt)")
+    p.add_argument("--backend", choices=["neuron", "jax"], default="neuron",
+                   help="simulator (default: neuron)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("-k", metavar="TEXT", default=None,
                    help="only tests whose .omt path contains TEXT")
@@ -139,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="neuron, jax: 'reference' integrates channel gates as the engine "
                         "that made the expected data (jNeuroML's exported mods: forward "
                         "Euler); 'exact': our default closed-form gates (docs/omv-neuron.md)")
+    _add_tune(sub)
     return parser
 
 
@@ -203,6 +221,9 @@ def cmd_convert(args) -> int:
 
 
 def cmd_omv(args) -> int:
+    for folder in args.folders:        # else a typo reads as "0 of 0 tests passed"
+        if not Path(folder).is_dir():
+            raise ModelError(f"no such folder: {folder}")
     from .runtime.omv_command import omv_command
     return omv_command(args)
 
@@ -216,14 +237,34 @@ COMMANDS = {"inspect": cmd_inspect, "validate": cmd_validate, "run": cmd_run,
             "convert": cmd_convert, "omv": cmd_omv, "tune": cmd_tune}
 
 
+def _check_out_dir(args) -> None:
+    """``-o DIR`` naming an existing file would fail only when the results are written:
+    after a whole ``tune``, say.  Refuse it before any work."""
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ModelError(f"-o {out}: exists and is not a folder")
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_xla()             # before anything imports jax (backends/jax/xla_flags.py)
     try:
-        return COMMANDS[args.command](args)
+        _check_out_dir(args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()      # a closed pipe fails here, not in Python's exit
+        return code
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:     # the reader went away (`inspect ... | head`): stop quietly
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -28,7 +28,7 @@ def internal_value(value: str, dimension: str, units: UnitSystem) -> float:
     else:
         number = units.parse_quantity(value, dim).internal   # as ingest reads the file
     if not math.isfinite(number):
-        raise ModelError(f"--set: value {value!r} is not a finite number")
+        raise ModelError(f"value {value!r} is not a finite number")
     return number
 
 
@@ -42,5 +42,8 @@ def apply_overrides(model: Model, assignments: list[str],
             raise ModelError(f"--set: no parameter '{path}' (see `nml-gradiff inspect "
                              "FILE --params` for the paths)")
         param = by_path[path]
-        param.value = internal_value(value, param.dimension, units)
+        try:
+            param.value = internal_value(value, param.dimension, units)
+        except ModelError as exc:       # name the option: the value alone does not say which
+            raise ModelError(f"--set {path}={value}: {exc.message}") from None
 

@@ -271,8 +271,9 @@ class _Reader:
                  if local(el) == "Target"]
         chosen = [t for t in found if t[1] == main] or found
         if not chosen:
-            raise ModelError("no <Target component=...> names the simulation to run "
-                             "(or name it explicitly)", file=main)
+            raise ModelError("no <Target component=...> names the simulation to run: give "
+                             "a LEMS file with a <Target> and a <Simulation> (LEMS_*.xml; "
+                             "a cell file is run through one that includes it)", file=main)
         if len(chosen) > 1:
             el, file = chosen[1]
             raise self._error("more than one <Target>", el, file)

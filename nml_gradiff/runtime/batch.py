@@ -214,6 +214,7 @@ def counts(entries: list[Entry]) -> dict:
 def summary(entries: list[Entry]) -> str:
     n = counts(entries)
     failed = ", ".join(f"{k} {v}" for k, v in n["failed by category"].items() if v)
-    return (f"{len(entries)} models: {n['ok']} converted, {n['up-to-date']} up to date, "
+    noun = "model" if len(entries) == 1 else "models"
+    return (f"{len(entries)} {noun}: {n['ok']} converted, {n['up-to-date']} up to date, "
             f"{n['skipped']} with nothing to convert, {n['failed']} failed"
             + (f" ({failed})" if failed else ""))

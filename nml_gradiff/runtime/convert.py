@@ -11,7 +11,8 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from .batch import Task, base_of, expand, out_folder, run_batch, summary
+from ..errors import ModelError
+from .batch import Entry, Task, base_of, expand, out_folder, run_batch, summary
 
 EXIT_BAD_INPUT = 2
 
@@ -41,7 +42,27 @@ def tasks_for(inputs: list[str], out: Path, include_dirs: tuple) -> tuple[list[T
     return tasks, bases
 
 
+def _check_options(args) -> None:
+    """Option errors that would fail every model of the batch alike: say so once."""
+    if args.target == "lems" and not args.params:
+        raise ModelError("--target lems needs --params GLOB... (the parameters whose "
+                         "sensitivities to emit; `nml-gradiff inspect FILE --params` lists "
+                         "them)")
+
+
+def outcome_line(entry: Entry) -> str:
+    """``FAILED file: reason`` / ``skipped file: reason``; a reason that starts with the
+    file's own location (``file:line: <element>: ...``) is not prefixed with it again."""
+    word = "FAILED" if entry.status == "failed" else entry.status
+    reason = entry.reason or ""
+    names = {entry.file, str(Path(entry.file).resolve())}
+    if any(reason.startswith(n + ":") for n in names):
+        return f"{word} {reason}"
+    return f"{word} {entry.file}: {reason}"
+
+
 def convert_command(args) -> int:
+    _check_options(args)
     out = Path(args.out)
     tasks, bases = tasks_for(args.inputs, out, tuple(args.include_dir))
     convert = partial(_converter(args.target), allow_outside=args.allow_outside)
@@ -57,7 +78,7 @@ def convert_command(args) -> int:
     entries = run_batch(tasks, out, convert, settings, bases=bases, jobs=max(1, args.jobs),
                         allow_outside=args.allow_outside)
     for e in entries:
-        if e.status == "failed":
-            print(f"FAILED {e.file}: {e.reason}")
+        if e.status in ("failed", "skipped"):
+            print(outcome_line(e))
     print(summary(entries) + f"; report: {out / 'report.json'}")
     return EXIT_BAD_INPUT if any(e.status == "failed" for e in entries) else 0

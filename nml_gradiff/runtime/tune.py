@@ -69,6 +69,7 @@ class TuneResult:
     history: list[dict]
     best: dict                        # the epoch with the lowest loss: the tuned values
     tuned_model: Path
+    initial: dict | None = None       # path -> start value (online: history[0] has moved)
 
 
 def _objective(backend: str, model, sim, paths: list[str]):
@@ -214,8 +215,10 @@ def tune_command(args) -> int:
 
 
 def print_values(result: TuneResult, first: dict, final: dict, out: Path) -> None:
-    """The command's last lines (offline and online): each parameter from ``first`` to
-    ``final`` (history rows), and what was written."""
+    """The command's last lines (offline and online): each parameter from its start value
+    (``result.initial``, else ``first``'s) to ``final``'s (history rows), and what was
+    written."""
+    start = result.initial or first["params"]
     for path, unit in zip(result.paths, result.units):
-        print(f"{path} {first['params'][path]!r} -> {final['params'][path]!r} {unit}")
+        print(f"{path} {start[path]!r} -> {final['params'][path]!r} {unit}")
     print(f"wrote {out / 'history.json'} and the tuned model {result.tuned_model}")

@@ -152,7 +152,8 @@ def tune_online(request):
     shown = target if target is not None else {proxy.key: None}
     plot_all(out, history, paths, t_ms, before, after, shown, objective.units,
              request.mode, request.target_rate)
-    return TuneResult(paths, units, history, best, tuned)
+    return TuneResult(paths, units, history, best, tuned,
+                      initial={p: float(v) for p, v in zip(paths, x0)})
 
 
 def _online(objective, backend: str):

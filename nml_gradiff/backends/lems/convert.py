@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...errors import ModelError
+from ...errors import ModelError, NothingToConvert
 from ...ingest.simulation import has_simulation, load_simulation
 from .emit import emit
 
@@ -22,9 +22,9 @@ def convert_file(path: Path, include_dirs=(), allow_outside=False,
     if not params:
         raise ModelError("--target lems needs --params GLOB... (the parameters whose "
                          "sensitivities to emit; `inspect --params` lists them)", file=path)
-    if not has_simulation(path, include_dirs, allow_outside):
-        raise ModelError("--target lems converts a LEMS simulation (a file with a "
-                         "<Simulation>, e.g. LEMS_*.xml)", file=path)
+    if not has_simulation(path, include_dirs, allow_outside):   # a cell, channels: skipped
+        raise NothingToConvert("no <Simulation>: the LEMS target converts LEMS simulations "
+                               "(a file with a <Simulation>, e.g. LEMS_*.xml)", file=path)
     model, sim = load_simulation(path, include_dirs=include_dirs, allow_outside=allow_outside)
     missing = model.unmatched(list(params))
     if missing:

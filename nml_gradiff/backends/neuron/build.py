@@ -165,6 +165,9 @@ def build(mod_files: dict[str, str], cache_dir: str | os.PathLike | None = None)
         if folder.is_dir() and (lib := library_in(folder)) is not None:
             return lib
     root.mkdir(parents=True, exist_ok=True)
+    # a first build takes 20 s to minutes, with nothing else on the terminal: say why
+    print(f"nml-gradiff: compiling {len(files)} mod files with nrnivmodl (once for these "
+          f"mechanisms; cached in {root})", file=sys.stderr, flush=True)
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
         _compile(tool, work, files)
