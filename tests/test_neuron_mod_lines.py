@@ -38,3 +38,20 @@ def test_short_lines_and_titles():
     out = wrap_mod_lines(text)
     assert out.split("\n")[0].endswith("...") and len(out.split("\n")[0]) == WIDTH
     assert out.split("\n")[1:] == ["NEURON { SUFFIX hh }", ""]
+
+
+def test_the_learners_long_sums_are_wrapped_whole():
+    """The online learner writes its loss gradient and loss as one sum a statement, however
+    many recordings (learner_emit.py), and one LOCAL statement (nocmodl refuses a second):
+    render_mod breaks them into short lines, every term kept."""
+    from nml_gradiff.backends.neuron.learner_emit import emit_learner
+    P, Q = 6, 12
+    _, text = emit_learner("trace", [f"c/ch{p}/condDensity" for p in range(P)],
+                           [f"out/y{q}" for q in range(Q)])
+    assert max(map(len, text.split("\n"))) <= WIDTH
+    flat = " ".join(text.split())
+    for p in range(P):
+        terms = " + ".join(f"2*(yp{q} - tp{q})*sy{q}_{p}" for q in range(Q))
+        assert f"e{p} = {terms}" in flat
+    assert "l = " + " + ".join(f"(y{q} - target{q})*(y{q} - target{q})" for q in range(Q)) in flat
+    assert flat.count("LOCAL") == 1

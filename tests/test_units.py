@@ -11,6 +11,7 @@ from lxml import etree
 
 from nml_gradiff.errors import ModelError, UnsupportedError
 from nml_gradiff.ingest import units as ingest_units
+from nml_gradiff.ingest.coretypes import jar_path
 from nml_gradiff.ingest.units import Quantity, UnitSystem, format_internal
 from nml_gradiff.ir import units as U
 from nml_gradiff.ir.units import Dimension, InternalUnit, internal_unit, to_internal, to_si
@@ -24,7 +25,7 @@ def std() -> UnitSystem:
 def _core_elements(kind: str):
     """The <Dimension>/<Unit> elements of the standard file, read independently of the code
     under test (straight from the jar)."""
-    jar = ingest_units._find_core_jar()
+    jar = jar_path()
     with zipfile.ZipFile(jar) as archive:
         root = etree.fromstring(archive.read(ingest_units.CORE_DIMENSIONS_MEMBER))
     return [el for el in root if isinstance(el.tag, str) and etree.QName(el).localname == kind]
@@ -329,7 +330,7 @@ def test_identical_redefinition_is_fine(std):
     system.add_dimension("potential", m=1, l=2, t=-3, i=-1)
     system.add_unit("mV", "potential", power=-3)            # same exponents, another name
     system.add_dimension("none")
-    jar = ingest_units._find_core_jar()
+    jar = jar_path()
     with zipfile.ZipFile(jar) as archive:
         system.add_definitions(etree.fromstring(archive.read(
             ingest_units.CORE_DIMENSIONS_MEMBER)))

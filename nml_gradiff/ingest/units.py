@@ -21,19 +21,17 @@ Rules, following jLEMS (the reference LEMS interpreter) where it has one:
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 import re
 from decimal import Decimal
 from dataclasses import dataclass
-from pathlib import Path
 
 from lxml import etree
 
 from ..errors import ModelError, UnsupportedError
 from ..ir.units import (BASES, DIMENSIONLESS, Dimension, internal_unit, multiply_by_scale,
                         to_internal)
-from .coretypes import core_file
+from .coretypes import core_file, jar_path
 
 #: The dimension name LEMS uses for "any dimension" (e.g. in ``<Property dimension="*">``).
 ANY = "*"
@@ -297,32 +295,11 @@ def _attribute(element, name: str, convert, default, kind: str, where: dict):
     return value
 
 
-def _find_core_jar() -> Path:
-    """The newest jNeuroML jar shipped in pyneuroml's ``lib/`` folder.
-
-    find_spec locates the package without importing it (importing pyneuroml pulls in a lot).
-    """
-    spec = importlib.util.find_spec("pyneuroml")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("pyneuroml is not installed: it ships the NeuroML2 standard "
-                                "units (NeuroMLCoreDimensions.xml inside the jNeuroML jar)")
-    jars = [jar for folder in spec.submodule_search_locations
-            for jar in Path(folder, "lib").glob("jNeuroML-*-jar-with-dependencies.jar")]
-    if not jars:
-        raise FileNotFoundError("no jNeuroML-*-jar-with-dependencies.jar in pyneuroml's lib/")
-    return max(jars, key=_jar_version)
-
-
-def _jar_version(jar: Path) -> tuple:
-    version = jar.name.removeprefix("jNeuroML-").removesuffix("-jar-with-dependencies.jar")
-    return tuple(int(p) if p.isdigit() else -1 for p in re.split(r"[.-]", version))
-
-
 @functools.lru_cache(maxsize=1)
 def _standard_system() -> UnitSystem:
     """Parsed once per process; callers get copies (UnitSystem is mutable)."""
     # the CoreTypes' copy of the member (read from the jar once, cached on disk)
-    jar = _find_core_jar()
+    jar = jar_path()
     data = core_file(CORE_DIMENSIONS_MEMBER.rsplit("/", 1)[1])[1]
     # Hardened even for our own dependency's file: no entities, no network, no huge trees.
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)

@@ -80,14 +80,32 @@ def add_currents(i_m, g_m, nodes, currents):
     return add_rows(i_m, nodes, i), add_rows(g_m, nodes, di)
 
 
-def add_rows(acc, index, val):
+def add_rows(acc, index, val, unique=False):
     """``acc[index] += val`` along the first axis; index: a slice (a contiguous run of rows:
-    plain slicing, which XLA fuses, no scatter) or an int array (repeats add up)."""
+    plain slicing, which XLA fuses, no scatter) or an int array (repeats add up; ``unique``:
+    a constant numpy array without repeats, which XLA is told)."""
+    return _update_rows(acc, index, val, "add", unique)
+
+
+def _set_rows(x, idx, val):
+    """``x[idx] = val`` for unique constant indices."""
+    return _update_rows(x, idx, val, "set", True)
+
+
+def _update_rows(x, index, val, how, unique):
+    """``x[index] += val`` (``how`` "add") or ``= val`` ("set"): add_rows and _set_rows."""
     if isinstance(index, slice):
-        lo, hi, _ = index.indices(acc.shape[0])
-        part = acc[lo:hi] + jnp.broadcast_to(val, (hi - lo,) + acc.shape[1:])
-        return jnp.concatenate([acc[:lo], part, acc[hi:]])
-    return acc.at[index].add(val)
+        lo, hi, _ = index.indices(x.shape[0])
+        part = jnp.broadcast_to(val, (hi - lo,) + x.shape[1:])
+        head = x[:lo]
+        if how == "add":
+            part = x[lo:hi] + part
+        return jnp.concatenate([head, part, x[hi:]])
+    rows = x.at[index]
+    if not unique:
+        return getattr(rows, how)(val)
+    return getattr(rows, how)(val, indices_are_sorted=bool(np.all(np.diff(index) > 0)),
+                              unique_indices=True)
 
 
 def count(index) -> int:
@@ -220,9 +238,10 @@ def tree_matrix(parent, a, b, n_roots, v, d, rhs):
     if _unrolled(parent, n_roots):
         plan = _plan(parent, n_roots)
         dv = _rows(v, plan.parents) - v[n_roots:]
-        rhs = plan.to_parents(_add_rows(rhs, plan.children, -b[n_roots:] * dv),
+        rhs = plan.to_parents(add_rows(rhs, plan.children, -b[n_roots:] * dv, unique=True),
                               a[n_roots:] * dv)
-        d = plan.to_parents(_add_rows(d, plan.children, -b[n_roots:]), -a[n_roots:])
+        d = plan.to_parents(add_rows(d, plan.children, -b[n_roots:], unique=True),
+                            -a[n_roots:])
         return d, rhs
     child = slice(n_roots, None)
     pa = parent[child]
@@ -266,7 +285,7 @@ def hines_factor_solve(parent, a, b, d, rhs, n_roots):
     if _unrolled(parent, n_roots):
         levels = _plan(parent, n_roots).levels
         for c, p in levels:
-            d = _add_rows(d, p, -_rows(a, c) / _rows(d, c) * _rows(b, c))
+            d = add_rows(d, p, -_rows(a, c) / _rows(d, c) * _rows(b, c), unique=True)
         return d, None if rhs is None else _static_substitute(levels, a, b, d, rhs, n_roots)
     parent, a, b, d = _arrays(parent, a, b, d)
     n = d.shape[0]
@@ -322,7 +341,8 @@ def hines_solve(parent, a, b, d, rhs, n_roots):
 
 def _static_substitute(levels, a, b, dfac, r, n_roots):
     for c, p in levels:   # triang on the right-hand side, deepest level first
-        r = _add_rows(r, p, -_trailing(_rows(a, c) / _rows(dfac, c), r) * _rows(r, c))
+        r = add_rows(r, p, -_trailing(_rows(a, c) / _rows(dfac, c), r) * _rows(r, c),
+                     unique=True)
     x = _set_rows(r, slice(0, n_roots), r[:n_roots] / _trailing(dfac[:n_roots], r))
     for c, p in reversed(levels):   # bksub, roots first
         x = _set_rows(x, c, (_rows(x, c) - _trailing(_rows(b, c), x) * _rows(x, p))
@@ -358,7 +378,7 @@ class _TreePlan:
     def to_parents(self, acc, per_child):
         """``acc[parent[i]] += per_child[i - n_roots]`` for every child i, NEURON's order."""
         for c, p in self.groups:
-            acc = _add_rows(acc, p, _rows(per_child, c))
+            acc = add_rows(acc, p, _rows(per_child, c), unique=True)
         return acc
 
 
@@ -408,22 +428,6 @@ def _index(idx: np.ndarray):
 
 def _rows(x, idx):
     return x[idx]
-
-
-def _add_rows(x, idx, val):
-    """``x[idx] += val`` for unique constant indices (a slice: no scatter)."""
-    if isinstance(idx, slice):
-        return jnp.concatenate([x[:idx.start], x[idx] + val, x[idx.stop:]])
-    return x.at[idx].add(val, indices_are_sorted=bool(np.all(np.diff(idx) > 0)),
-                         unique_indices=True)
-
-
-def _set_rows(x, idx, val):
-    """``x[idx] = val`` for unique constant indices."""
-    if isinstance(idx, slice):
-        return jnp.concatenate([x[:idx.start], val, x[idx.stop:]])
-    return x.at[idx].set(val, indices_are_sorted=bool(np.all(np.diff(idx) > 0)),
-                         unique_indices=True)
 
 
 def _trailing(x, like):

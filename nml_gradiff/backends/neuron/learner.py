@@ -17,7 +17,6 @@ trajectory).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -34,7 +33,8 @@ from ..learning import OnlineOptions, OnlineRun, RateProxy
 from .build import build
 from .learner_emit import LEARNER, THETA, emit_learner, emit_theta
 from .learner_runner import EPOCH_LINE
-from .shadow_plan import make_sens_plan, resolve
+from .shadow_plan import resolve
+from .tuned_plans import TunedPlans
 
 #: Recorded quantities the learner can read with their sensitivities, and their units.
 _UNITS = {"v": "mV", "cai": "mM", "range": ""}
@@ -72,9 +72,10 @@ class NeuronLearner:
         options = dataclasses.replace(options, delay=1)      # see the module docstring
         options.check()
         self.o, self.objective = options, objective
-        self.model = copy.deepcopy(objective.model)
         self.sim, self.paths = objective.sim, list(objective.paths)
-        self.params = {p.path: p for p in self.model.parameters()}
+        # one emission for all epochs: an offline rate fit plans once per epoch
+        self.plans = TunedPlans(objective.model, self.sim, self.paths)
+        self.model = self.plans.model
         self.dt = objective.dt
         self.n = int(round(self.sim.length_ms / self.dt))
         if self.n % options.every:
@@ -112,9 +113,7 @@ class NeuronLearner:
         return s
 
     def _plan(self, theta0: np.ndarray, epochs: int, learn: bool, leak: float):
-        for path, value in zip(self.paths, theta0):
-            self.params[path].value = float(value)
-        plan = make_sens_plan(self.model, self.sim, self.paths)
+        plan = self.plans.plan(theta0)
         record = plan.data["record"]
         for key in self.keys:
             if record[key]["what"] not in _UNITS:

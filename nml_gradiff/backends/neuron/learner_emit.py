@@ -66,11 +66,12 @@ def _lines(objective: str, P: int, Q: int) -> dict:
     """The lines of BEFORE STEP that depend on the objective and on P, Q."""
     ps, qs = range(P), range(Q)
     if objective == "trace":
-        # one term a line, whatever P and Q (nocmodl refuses lines over ~500 characters)
+        # one sum a statement, however long: render_mod breaks it into lines for nocmodl
         gradient = [f"e{p} = 0" for p in ps] + ["if (nstate >= 2) {"]
-        gradient += [f"    e{p} = e{p} + 2*(yp{q} - tp{q})*sy{q}_{p}" for p in ps for q in qs]
+        gradient += [f"    e{p} = " + " + ".join(f"2*(yp{q} - tp{q})*sy{q}_{p}" for q in qs)
+                     for p in ps]
         gradient += ["}"]
-        loss = ["l = 0"] + [f"l = l + (y{q} - target{q})*(y{q} - target{q})" for q in qs]
+        loss = ["l = " + " + ".join(f"(y{q} - target{q})*(y{q} - target{q})" for q in qs)]
         remember = [f"yp{q} = y{q}" for q in qs] + [f"tp{q} = target{q}" for q in qs]
         local = [f"e{p}" for p in ps] + ["l"]
     else:
@@ -102,10 +103,8 @@ def _lines(objective: str, P: int, Q: int) -> dict:
 
 
 def _local(names: list[str]) -> list[str]:
-    """One LOCAL statement (nocmodl refuses a second) continued over lines after commas."""
-    lines = _wrapped("LOCAL", names, width=80)
-    lines = lines[:1] + ["      " + line.removeprefix("LOCAL ") for line in lines[1:]]
-    return [line + "," for line in lines[:-1]] + lines[-1:]
+    """One LOCAL statement (nocmodl refuses a second); render_mod breaks a long one."""
+    return ["LOCAL " + ", ".join(names)]
 
 
 def learner_pointers(objective: str, P: int, Q: int) -> list[str]:

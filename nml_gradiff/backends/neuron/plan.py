@@ -16,6 +16,7 @@ import sympy
 
 from ...errors import ModelError, UnsupportedError
 from ...ir.cell import Cell
+from ...ir.ion_binding import CELL_POOL_QUANTITIES, density_ion, is_second_pool_density
 from ...ir.mechanism import Mechanism
 from ...ir.model import Model
 from ...ir.simulation import QuantityRef, Simulation
@@ -34,11 +35,6 @@ TO_SI = {"mV": 1e-3, "ms": 1e-3, "S_per_cm2": 1e4, "mA_per_cm2": 10.0, "mM": 1.0
 #: The elements that hold the densities, in a recording's path.
 _MEMBRANE_PROPERTIES = ("membraneProperties", "membraneProperties2CaPools")
 
-#: Cell-level pool quantities of a LEMS cell -> (NEURON ion, what it is).  ``caConc`` (the
-#: first pool) is NEURON's ``cai`` and recorded as such.
-_CELL_POOLS = {"iCa": ("ca", "current"), "iCa2": ("ca2", "current"),
-               "caConc2": ("ca2", "concentration")}
-
 #: The area of the dummy section of a point cell, whose C equals cm * area at cm = 1 uF/cm2.
 _UF_PER_CM2_UM2_IN_NF = 1e-5
 
@@ -55,12 +51,11 @@ def channel_binding(placement: dict) -> Binding:
     erev is found, whether it has a vShift.  Shared with the sensitivity planner, so that one
     (mechanism, binding) gives one primal mod."""
     ion = None if placement["ion"] == "non_specific" else placement["ion"]
-    concentrations = {}
-    if placement["kind"] == "channelDensityNernstCa2":
-        # NeuroML: the second calcium pool of a cell2CaPools (caConc2), whatever ion the
-        # file names (Solinas' Golgi cell says ion="ca"): its current is ica2 and its Nernst
-        # potential comes from ca2i/ca2o, as in jNeuroML's export (eca2)
-        ion, concentrations = "ca2", {"caConc": "ca2i", "caConcExt": "ca2o"}
+    ion, concentrations = density_ion(placement["kind"], ion), {}
+    if is_second_pool_density(placement["kind"]):
+        # the second calcium pool's (ir/ion_binding.py): ica2, its Nernst potential from
+        # ca2i/ca2o, as in jNeuroML's export (eca2)
+        concentrations = {"caConc": f"{ion}i", "caConcExt": f"{ion}o"}
     extra = {"concentrations": concentrations} if concentrations else {}
     return Binding(ion=ion, erev=placement["erev_mode"],
                    vshift=placement["kind"] == "channelDensityVShift", **extra)
@@ -206,7 +201,7 @@ class Planner:
         if not ref.path and ref.variable == "caConc":
             self.plan.units[ref.text] = TO_SI["mM"]
             return {**loc, "what": "cai"}
-        if not ref.path and ref.variable in _CELL_POOLS:
+        if not ref.path and ref.variable in CELL_POOL_QUANTITIES:
             return self._pool_recording(ref, loc)
         if len(ref.path) == 1 and self._input_index(ref) is not None:
             return self._input_recording(ref)
@@ -220,7 +215,7 @@ class Planner:
         of many compartments this is the current of the compartment recorded (segment 0
         unless the path names one), as jNeuroML's NEURON export records it (the pool mod's
         ``iCa`` at that segment)."""
-        ion, kind = _CELL_POOLS[ref.variable]
+        ion, kind = CELL_POOL_QUANTITIES[ref.variable]  # caConc (cai) is recorded above
         if not any(sp["ion"] == ion for sp in self.layouts[self._component(ref)]["species"]):
             raise UnsupportedError(f"recording {ref.text}: the cell has no {ion} species, "
                                    f"so no {ion} pool for {ref.variable} to come from")

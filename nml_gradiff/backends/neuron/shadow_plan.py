@@ -218,7 +218,7 @@ def make_sens_plan(model: Model, sim: Simulation, params: list[str],
     ``memo``: a dict the caller keeps across calls to reuse the emitted mods (emitting is
     most of the planning time).  The mods keep the parameter values of the call that
     emitted them as PARAMETER defaults: a caller that changes a channel's or pool's own
-    parameter between calls sets it as a RANGE value in the plan (``objective.py``);
+    parameter between calls sets it as a RANGE value in the plan (``tuned_plans.py``);
     placement values are RANGE values anyway."""
     planner = Planner(model, sim, integration, memo)
     planner.build()
