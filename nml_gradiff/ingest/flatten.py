@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import sympy
 
 from ..errors import ModelError, UnsupportedError
-from ..ir.mechanism import Event, Origin, symbol
+from ..ir.mechanism import Event, Origin, Scope as ScopeInfo, symbol
 from .components import Component
 from .expr import parse_condition, parse_expression
 from .lems_types import DerivedVar, Handler, KineticSchemeDef, Regime, Where
@@ -95,10 +95,29 @@ class FlatModel:
         field(default_factory=list)
     exposures: dict[str, str] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
+    scopes: dict[str, ScopeInfo] = field(default_factory=dict)      # prefix -> component
+    owner: dict[str, str] = field(default_factory=dict)             # state/derived -> prefix
 
 
 def _origin(where: Where, attribute: str) -> Origin | None:
     return Origin(where.file, where.line, attribute) if where.file and where.line else None
+
+
+def _jlems_derived_order(ctype) -> tuple[str, ...]:
+    """The derived variables of a component in jLEMS's evaluation order (StateType.evalDerived:
+    selects, then DerivedVariables, then ConditionalDerivedVariables, each in the order of
+    the merged ``extends`` chain); a variable that reads one after it gets the previous
+    step's value there."""
+    dyn = ctype.dynamics
+    if dyn is None:
+        return ()
+    ranked = [*ctype.plain_order, *ctype.conditional_order]
+    ranked += [n for n in dyn.derived if n not in ranked]
+    known = [n for n in dict.fromkeys(ranked) if n in dyn.derived]
+    selects = [n for n in known if dyn.derived[n].select is not None]
+    plain = [n for n in known if dyn.derived[n].select is None and dyn.derived[n].cases is None]
+    conditional = [n for n in known if dyn.derived[n].cases is not None]
+    return tuple(selects + plain + conditional)
 
 
 def s_attr(scope: Scope, name: str) -> str | None:
@@ -130,6 +149,9 @@ class Flattener:
     def _declare(self, comp: Component, parent: Scope | None, prefix: str,
                  path: str) -> Scope:
         scope = Scope(comp, prefix, path, parent)
+        self.model.scopes[prefix] = ScopeInfo(None if parent is None else parent.prefix,
+                                              frozenset(comp.type.requirements),
+                                              _jlems_derived_order(comp.type))
         self._declare_parameters(scope)
         self._declare_dynamics(scope)
         for child in comp.children:
@@ -169,6 +191,7 @@ class Flattener:
                 self.model.texts[name] = comp.attributes[name]
         for name, (dim, value) in ctype.derived_parameters.items():
             sym = self._claim(scope.prefix + name, "derived parameter", comp.where)
+            self.model.owner[sym.name] = scope.prefix
             scope.names[name] = sym
             self._pending.append((scope, DerivedVar(name, dim, value=value, where=comp.where)))
 
@@ -185,13 +208,16 @@ class Flattener:
                 continue
             sym = self._claim(scope.prefix + name, "state variable", scope.comp.where)
             self.model.states[sym.name] = SIState(sym.name, dim)
+            self.model.owner[sym.name] = scope.prefix
             scope.names[name] = sym
         if dyn.regimes:
             sym = self._claim(scope.prefix + "regime", "regime index", scope.comp.where)
             self.model.states[sym.name] = SIState(sym.name, "none")
+            self.model.owner[sym.name] = scope.prefix
             scope.names["regime"] = sym
         for name, dv in dyn.derived.items():
             scope.names[name] = self._claim(scope.prefix + name, "derived variable", dv.where)
+            self.model.owner[scope.prefix + name] = scope.prefix
             self._pending.append((scope, dv))
 
     # ----------------------------------------------------------------- name resolution
@@ -367,12 +393,13 @@ class Flattener:
         if handler.kind == "entry":
             return None
         if handler.kind == "event":
-            event = Event(None, assign, bool(handler.event_out), port=handler.port)
+            event = Event(None, assign, bool(handler.event_out), port=handler.port,
+                          scope=scope.prefix)
         else:
             cond = self.expression(scope, handler.test, handler.where, "OnCondition",
                                    condition=True)
             event = Event(cond if guard is None else sympy.And(guard, cond), assign,
-                          bool(handler.event_out))
+                          bool(handler.event_out), scope=scope.prefix)
         self.model.events.append(event)
         return event
 

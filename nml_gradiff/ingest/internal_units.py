@@ -82,7 +82,8 @@ def to_mechanism(flat: FlatModel, units, *, name: str, kind: str,
             **flat.reads}
     um = UnitMap(units, dims)
     mech = Mechanism(name=name, kind=kind, component_type=flat.root.type.name,
-                     source=source, texts=dict(flat.texts), exposures=dict(flat.exposures))
+                     source=source, texts=dict(flat.texts), exposures=dict(flat.exposures),
+                     scopes=dict(flat.scopes), owner=dict(flat.owner))
     for n, p in flat.parameters.items():
         value = p.internal if p.internal is not None else float(
             um.value_of(n, sympy.Float(p.value, 17)))
@@ -104,7 +105,7 @@ def to_mechanism(flat: FlatModel, units, *, name: str, kind: str,
 def _event(e: Event, um: UnitMap) -> Event:
     cond = None if e.condition is None else um.expr(e.condition)
     assign = {n: _clean(um.value_of(n, v)) for n, v in e.assign.items()}
-    return Event(cond, assign, e.emits, e.port)
+    return Event(cond, assign, e.emits, e.port, scope=e.scope)
 
 
 def _kinetic(states, edges, um: UnitMap) -> KineticScheme:

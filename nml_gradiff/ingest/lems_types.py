@@ -139,6 +139,10 @@ class ResolvedType(TypeDef):
     """A TypeDef with its whole ``extends`` chain merged in; ``lineage`` lists the chain."""
 
     lineage: tuple[str, ...] = ()
+    # jLEMS's evaluation order of the derived variables over the chain, DerivedVariables and
+    # ConditionalDerivedVariables apart (it evaluates the first first); see _extend_order
+    plain_order: tuple[str, ...] = ()
+    conditional_order: tuple[str, ...] = ()
 
     def is_a(self, type_name: str) -> bool:
         return type_name in self.lineage
@@ -357,4 +361,21 @@ class TypeRegistry:
         merged.texts = base.texts | td.texts
         merged.paths = base.paths | td.paths
         merged.dynamics = td.dynamics if td.dynamics is not None else base.dynamics
+        own = td.dynamics.derived.values() if td.dynamics is not None else ()
+        merged.plain_order = _extend_order(base.plain_order,
+                                           [d.name for d in own if d.cases is None])
+        merged.conditional_order = _extend_order(base.conditional_order,
+                                                 [d.name for d in own if d.cases is not None])
         return merged
+
+
+def _extend_order(base: tuple[str, ...], names: list[str]) -> tuple[str, ...]:
+    """jLEMS's order of derived variables for a type declaring ``names`` over a base with
+    the order ``base``, as measured with jNeuroML 0.14's jLEMS (docs/omv-neuron.md,
+    "PinskyRinzel"): a type that redefines all of its base's variables uses its own order;
+    one that redefines some keeps the base's order, a redefined variable in its base's
+    place, and appends its new ones."""
+    own = tuple(dict.fromkeys(names))
+    if set(base) <= set(own):
+        return own
+    return base + tuple(n for n in own if n not in base)

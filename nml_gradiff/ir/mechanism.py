@@ -64,6 +64,9 @@ class State:
     init: sympy.Expr | None
     unit: str
     dimension: str
+    #: A register (jLEMS's update order, :mod:`nml_gradiff.passes.jlems_order`): no rhs,
+    #: and its value at step n+1 is this expression evaluated at step n, before the update.
+    each_step: sympy.Expr | None = None
 
 
 @dataclass
@@ -97,6 +100,24 @@ class Event:
     assign: dict[str, sympy.Expr] = field(default_factory=dict)
     emits: bool = False
     port: str | None = None
+    scope: str = ""         # the LEMS component it belongs to (see :class:`Scope`)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One component of the LEMS tree a mechanism was flattened from, named by the symbol
+    prefix of its variables (``""`` for the root, ``channelDensitiesSoma_`` for a child).
+
+    Kept for jLEMS's update order (:mod:`nml_gradiff.passes.jlems_order`), in which a
+    component reads what it requires from its parent as the parent held it, and every
+    ``requirements`` name is a copy taken once per step.
+    """
+
+    parent: str | None                  # prefix of the enclosing component; None: the root
+    requirements: frozenset[str] = frozenset()   # names of its LEMS Requirements
+    # its derived variables (local names) in the order jLEMS evaluates them each step: one
+    # that reads a later one reads the value of the step before
+    derived_order: tuple[str, ...] = ()
 
 
 @dataclass
@@ -140,6 +161,10 @@ class Mechanism:
     exposures: dict[str, str] = field(default_factory=dict)     # exposed name -> symbol name
     ion: str | None = None          # species of a channel or pool
     source: str | None = None       # file the definition came from
+    # The LEMS component tree (prefix -> Scope) and the component that owns each state and
+    # derived quantity (name -> prefix); empty for mechanisms not flattened from LEMS.
+    scopes: dict[str, Scope] = field(default_factory=dict)
+    owner: dict[str, str] = field(default_factory=dict)
 
     def symbols(self) -> dict[str, sympy.Symbol]:
         names = [*self.parameters, *self.placement, *self.states, *self.derived, *self.reads]

@@ -20,6 +20,8 @@ Schemes, chosen per state (each reproduces what NEURON does with the method name
   which iterates Newton to convergence on backward Euler).  Listed in
   :attr:`StepMap.forward_euler` so that users know the step is only first-order accurate.
 * ``constant`` -- a state without rhs changes only at events.
+* ``register`` -- a state with ``each_step`` (jLEMS's update order,
+  :mod:`.jlems_order`): ``x[n+1]`` is that expression at step n.
 
 All right-hand sides use the values at step ``n`` (a simultaneous update).  Derived
 quantities are inlined into every public expression.  Internally the map is also kept over
@@ -552,7 +554,7 @@ def _inert_states(mech: Mechanism, defs: Definitions, dynamics, events) -> set[s
     currents, nor events that assign anything else (``spiking`` of a point cell, the
     current of a pulse generator).  They may be exposed: outputs piecewise constant in
     every parameter, whose derivative is zero almost everywhere."""
-    inert = {n for n, s in mech.states.items() if s.rhs is None}
+    inert = {n for n, s in mech.states.items() if s.rhs is None and s.each_step is None}
     while True:
         used: set = set()
         for e in dynamics:
@@ -598,7 +600,8 @@ def _event_kind(ev, cond, assign, base, constants: set, inert: set) -> str:
 
 def _events(mech, defs: Definitions, rhs, currents) -> list[EventStep]:
     raw = [(ev.condition, dict(ev.assign)) for ev in mech.events]
-    inert = _inert_states(mech, defs, [*rhs.values(), *currents], raw)
+    registers = [s.each_step for s in mech.states.values() if s.each_step is not None]
+    inert = _inert_states(mech, defs, [*rhs.values(), *currents, *registers], raw)
     constants = set(mech.parameters) | set(mech.placement)
     out = []
     for ev, (cond, assign) in zip(mech.events, raw):
@@ -657,10 +660,11 @@ _CACHE_SIZE = 512
 
 def _structure(mech: Mechanism) -> tuple:
     return (tuple(mech.parameters), tuple(mech.placement),
-            tuple((n, s.rhs, s.init) for n, s in mech.states.items()),
+            tuple((n, s.rhs, s.init, s.each_step) for n, s in mech.states.items()),
             tuple((n, d.expr) for n, d in mech.derived.items()),
             tuple((c.ion, c.expr) for c in mech.currents), tuple(mech.reads.items()),
-            tuple((e.condition, tuple(e.assign.items()), e.emits, e.port) for e in mech.events),
+            tuple((e.condition, tuple(e.assign.items()), e.emits, e.port, e.scope)
+                  for e in mech.events),
             tuple((tuple(k.states), tuple((t.source, t.target, t.forward, t.reverse)
                                           for t in k.transitions)) for k in mech.kinetic),
             tuple(mech.exposures.items()))
@@ -694,6 +698,8 @@ def _discretize(mech: Mechanism) -> StepMap:
     for n, s in mech.states.items():
         if n in kin_names:
             schemes[n] = "kinetic_backward_euler"
+        elif s.each_step is not None:
+            schemes[n], raw_next[n] = "register", s.each_step
         elif s.rhs is None:
             schemes[n], raw_next[n] = "constant", symbol(n)
         else:

@@ -40,6 +40,8 @@ import sympy
 from ...errors import ModelError, UnsupportedError
 from ...ir.cell import Cell, Placement, Species
 from ...ir.functions import ExpRelr
+from ...ir.ion_binding import (CELL_ION_CURRENTS, concentration_ion, density_ion,
+                               is_second_pool_density)
 from ...ir.mechanism import Mechanism, symbol
 from ...ir.model import Model
 from ...ir import units as ir_units
@@ -48,6 +50,7 @@ from ...ir.units import internal_unit
 from ...passes.compartments import (Compartments, build_compartments, group_parameters,
                                     placement_nodes)
 from ...passes.discretize import StepMap, almost_everywhere, discretize
+from ...passes.jlems_order import jlems_order
 from ...templating import environment
 from .printer import JaxPrinter, py_name
 
@@ -76,8 +79,6 @@ VALENCE = {"ca": 2, "ca2": 2, "na": 1, "k": 1, "cl": -1, "mg": 2}
 _GHK_R, _GHK_F, _GHK_Z = sympy.Float("8.3144621"), sympy.Float("96485.3"), sympy.Integer(2)
 #: Reversal modes whose current is not gmax*fopen*(v - erev): a channel group of their own.
 GHK_MODES = ("ghk", "ghk2")
-#: A cell's recordable ion currents (LEMS exposures of cell2CaPools / cells with Ca pools).
-_CELL_ION_CURRENTS = {"iCa": "ca", "iCa2": "ca2"}
 
 #: Internal unit symbol -> factor to SI (x_SI = factor * x), for recorded quantities.
 _SI_SCALE = {iu.symbol: iu.scale for iu in (internal_unit(d) for d in vars(ir_units).values()
@@ -159,8 +160,12 @@ class MechanismCode:
 
     def __init__(self, mech: Mechanism, integration: str = "exact", erev_mode: str = ""):
         self.mech = mech
-        self.sm: StepMap = discretize(mech)
         self.integration = integration
+        if self.forward_euler() and mech.kind == "cell":
+            # a cell whose states are all its own integrates as jLEMS does (the data
+            # jnml_neuron reproduces for these cells are jLEMS's): its update order too
+            self.mech = mech = jlems_order(mech)
+        self.sm: StepMap = discretize(mech)
         self.erev_mode = erev_mode              # "", or one of GHK_MODES: its own current
         self.fn = _ident(mech.name) + (f"_{erev_mode}" if erev_mode else "")
         self.binds = {py_name(n): p.path for n, p in mech.parameters.items()}
@@ -702,17 +707,15 @@ class Plan:
 
 
 def placement_ion(pl: Placement) -> str:
-    """The ion a density's current and Nernst potential belong to. A channelDensityNernstCa2
-    is the second calcium pool's of a cell2CaPools (``ca2``) whatever ion the file names
-    (Solinas' Golgi cell says ion="ca"): as jNeuroML's export and the NEURON backend
-    (``neuron/plan.py`` ``channel_binding``) bind it."""
-    return "ca2" if pl.kind == "channelDensityNernstCa2" else pl.ion
+    """The ion a density's current and Nernst potential belong to (ir/ion_binding.py: a
+    channelDensityNernstCa2's is the second calcium pool's, ``ca2``)."""
+    return density_ion(pl.kind, pl.ion)
 
 
 def _read_ion(g: ChannelGroup, ion: str) -> str:
     """The pool a channel's ``<ion>Conc`` read comes from: a NernstCa2 density's ``caConc``
     is its ``ca2`` pool's (the NEURON backend binds it to ca2i)."""
-    ca2 = {pc.placement.kind == "channelDensityNernstCa2" for pc in g.pieces}
+    ca2 = {is_second_pool_density(pc.placement.kind) for pc in g.pieces}
     if ion != "ca" or ca2 == {False}:
         return ion
     if len(ca2) > 1:
@@ -925,9 +928,9 @@ class ModuleWriter:
         for of in self.plan.sim.outputs:
             for col in of.columns:
                 ref = col.quantity
-                if ref.path or ref.variable not in _CELL_ION_CURRENTS:
+                if ref.path or ref.variable not in CELL_ION_CURRENTS:
                     continue
-                ion = _CELL_ION_CURRENTS[ref.variable]
+                ion = CELL_ION_CURRENTS[ref.variable]
                 block = self.plan.cell_block(ref.population, ref.index)
                 if block is None:           # a point cell's own exposure, if it has one
                     continue
@@ -947,14 +950,21 @@ class ModuleWriter:
         for ion in self.ion_records:
             name = f"ion_{_ident(ion)}"
             lines.append(f"{name} = jnp.zeros(N_NODES)")
-            for g in self.plan.channels:
-                if g.ion == ion:
-                    f = self.fn(g.code.current())
-                    c = self.call(f, self._channel_values(g, "current"))
-                    lines.append(f"{name} = rt.add_rows({name}, {self.groups[g.key]}, "
-                                 f"rt.total_current({c}))")
+            lines += [self._add_ion_current(g, self._channel_current(g))
+                      for g in self.plan.channels if g.ion == ion]
             lines.append(f's["ion:{ion}"] = {name}')
         return lines
+
+    def _channel_current(self, g: ChannelGroup, v: str | None = None) -> str:
+        """The call of g's current function, ``{ion: (i, di/dv)}`` on its nodes (at the
+        membrane potential ``v`` if given)."""
+        values = self._channel_values(g, "current")
+        return self.call(self.fn(g.code.current()), values if v is None else dict(values, v=v))
+
+    def _add_ion_current(self, g: ChannelGroup, c: str) -> str:
+        """Add the total of g's currents ``c`` to its ion's current density."""
+        name = f"ion_{_ident(g.ion)}"
+        return f"{name} = rt.add_rows({name}, {self.groups[g.key]}, rt.total_current({c}))"
 
     @staticmethod
     def _expr_text(expr, code) -> str:
@@ -1142,19 +1152,16 @@ class ModuleWriter:
                       for ion in ions]
         for g in plan.channels:
             N = self.groups[g.key]
-            f = self.fn(g.code.current())
-            values = self._channel_values(g, "current")
             lines.append(f"# {g.key}: {g.code.mech.name} ({g.code.mech.component_type}) "
                          f"on {len(g.nodes)} node(s)")
             if self.jacobian == "neuron":
-                vals = dict(values, v="vv")
-                lines.append(f"c = rt.neuron_didv(lambda vv: {self.call(f, vals)}, v[{N}])")
+                lines.append(f"c = rt.neuron_didv(lambda vv: {self._channel_current(g, 'vv')}, "
+                             f"v[{N}])")
             else:
-                lines.append(f"c = {self.call(f, values)}")
+                lines.append(f"c = {self._channel_current(g)}")
             lines.append(f"i_m, g_m = rt.add_currents(i_m, g_m, {N}, c)")
             if g.ion in ions:
-                ion = _ident(g.ion)
-                lines.append(f"ion_{ion} = rt.add_rows(ion_{ion}, {N}, rt.total_current(c))")
+                lines.append(self._add_ion_current(g, "c"))
         for ion in self.ion_records:   # a recorded iCa: the current of this step (NEURON's ica)
             lines.append(f'out["ion:{ion}"] = ion_{_ident(ion)}')
         for g in plan.points.values():
@@ -1365,8 +1372,8 @@ class ModuleWriter:
                                    f"segment {seg}") from None
         if not ref.path and ref.variable == "v":
             return f's["v"][{node}]', "mV"
-        if not ref.path and (ref.variable.endswith("Conc") or ref.variable == "caConc2"):
-            ion = "ca2" if ref.variable == "caConc2" else ref.variable[:-4]
+        ion = None if ref.path else concentration_ion(ref.variable)
+        if ion is not None:
             for pool in self.plan.pools:
                 if pool.species.ion == ion and node in pool.nodes:
                     k = pool.nodes.index(node)
@@ -1375,10 +1382,10 @@ class ModuleWriter:
             if ion in NEURON_CONC0:
                 return _num(NEURON_CONC0[ion][0]), "mM"      # NEURON's default, constant
             raise UnsupportedError(f"cannot record '{ref.text}': no {ion} pool there")
-        if not ref.path and ref.variable in _CELL_ION_CURRENTS:
+        if not ref.path and ref.variable in CELL_ION_CURRENTS:
             # LEMS iCa: the ion's current into the compartment, nA (NEURON backend, jNeuroML:
             # the compartment of the recorded segment, from its ica in mA/cm2 outward)
-            ion = _CELL_ION_CURRENTS[ref.variable]
+            ion = CELL_ION_CURRENTS[ref.variable]
             return f'-s["ion:{ion}"][{node}] * AREA[{node}] * 0.01', "nA"
         if len(ref.path) >= 3 and ref.path[1].startswith("membraneProperties"):
             return self._channel_quantity(ref, block, node)

@@ -38,12 +38,13 @@ from ...errors import UnsupportedError
 from ...ir.functions import ExpRelr
 from ...ir.cell import EREV_MODES
 from ...ir.mechanism import Event, Mechanism, symbol
+from ...passes.jlems_order import jlems_order
 from .mod_lines import render_mod
 from .printer import (FUNCTION_DEFINITIONS, Block, NmodlPrinter, cse_assignments, nmodl_number,
                       tidy)
 
 __all__ = ["Binding", "emit", "neuron_name", "DEFAULT_CONCENTRATIONS", "INTEGRATIONS",
-           "NEURON_BUILTINS", "RESERVED"]
+           "NEURON_BUILTINS", "RESERVED", "CONDUCTANCE", "ohmic_conductance"]
 
 #: How channel gates and concentration pools are integrated (``emit(..., integration=)``):
 #: ``exact``: closed form ``q' = (inf - q)/tau`` with cnexp (exact for a step with frozen v);
@@ -632,14 +633,33 @@ class _Emitter:
         self.method = method
         rhs = {n: self.inline(self.mech.states[n].rhs) for n in states}
         lagged = [self.mech.derived[n].expr for n in self.state_dep] if self.lagged() else []
-        self.call_rates(block, [*rhs.values(), *lagged])
+        self.call_rates(block, [*rhs.values(), *lagged, *self.registers().values()])
         if lagged:
             block.comment("state-dependent quantities from the gates before the update "
                           "(jNeuroML's one-step lag)")
             self.state_dependent(block)
         for n in states:
             block.assign(f"{self.names[n]}'", self.tr(rhs[n]))
+        self.shift_registers(block)
         return Code.of("DERIVATIVE", name, block, comment)
+
+    def registers(self) -> dict[str, sympy.Expr]:
+        """States kept for jLEMS's update order (State.each_step), in IR names."""
+        return {n: s.each_step for n, s in self.mech.states.items() if s.each_step is not None}
+
+    def shift_registers(self, block: Block) -> None:
+        """The registers take this step's values (computed before the update, all from the
+        old registers), for the next step to read (passes/jlems_order.py)."""
+        if not self.registers():
+            return
+        block.comment("jLEMS's update order: this step's values, for the next step")
+        staged = []
+        for n, e in self.registers().items():
+            tmp = block.temp("held")
+            block.assign(tmp, self.tr(self.inline(e)))
+            staged.append((self.names[n], tmp))
+        for name, tmp in staged:
+            block.assign(name, symbol(tmp))
 
     def kinetic(self) -> Code | None:
         if not self.mech.kinetic:
@@ -850,15 +870,29 @@ class _Channel(_Emitter):
     def extra_assigned(self):
         own = [Var("ichan", "mA_per_cm2", "this channel's outward current density (NEURON's "
                    "i<ion> sums every channel of the ion): recorded as LEMS iDensity")]
+        hint = [Var(CONDUCTANCE, "S_per_cm2", "di/dv of the current (NEURON's CONDUCTANCE "
+                    "hint)")] if self.ohmic() else []
         if self.binding.erev == "nernst":
-            return [Var("erev", "mV", "Nernst potential (channelDensityNernst)"), *own]
-        return own if self.binding.erev != "fixed" else []
+            return [Var("erev", "mV", "Nernst potential (channelDensityNernst)"), *own, *hint]
+        return (own if self.binding.erev != "fixed" else []) + hint
+
+    def ohmic(self) -> bool:
+        """Whether BREAKPOINT gives NEURON the conductance (:func:`ohmic_conductance`).  Not
+        under ``jnml_neuron``: that integration reproduces jNeuroML's mods, whose di/dv is
+        NEURON's difference quotient."""
+        return (self.integration == "exact"
+                and ohmic_conductance(self.mech, self.binding.erev) is not None)
 
     def current(self, block):
         super().current(block)
         expr = self.mech.currents[0].expr
         self.call_rates(block, [expr])
         current = self.tr(self.current_expr(block, expr))
+        if self.ohmic():
+            block.comment(f"ohmic: di/dv is {CONDUCTANCE} (no second BREAKPOINT at v + 0.001 mV)")
+            block.line(f"CONDUCTANCE {CONDUCTANCE}"
+                       + (f" USEION {self.ion}" if self.ion else ""))
+            block.assign(CONDUCTANCE, sympy.diff(current, symbol("v")))
         if self.binding.erev == "fixed":
             block.assign(self.out.name, current)
         else:  # no fixed erev to compute it from (gmax*fopen*(v - erev)) where it is recorded
@@ -888,6 +922,32 @@ class _Channel(_Emitter):
             block.assign(scale.name, 25 * kelvin / (2 * sympy.Rational("293.15")))
             expr = _ghk2(fopen, ci, co, scale)
         return sympy.Piecewise((expr, co > 0), (0, True))
+
+
+#: The ASSIGNED that carries an ohmic channel's di/dv (S/cm2) for NEURON's CONDUCTANCE hint.
+CONDUCTANCE = "gchan"
+
+
+def ohmic_conductance(mech: Mechanism, erev: str = "fixed") -> sympy.Expr | None:
+    """di/dv of channel ``mech``'s current (IR names) when NEURON may take it as the
+    current's conductance, else None (docs/neuron.md, "Conductance hint").
+
+    nocmodl evaluates BREAKPOINT twice per step, at v + 0.001 mV and at v, for the
+    difference quotient di/dv, unless BREAKPOINT names the conductance (``CONDUCTANCE g``):
+    then once, with ``g`` as di/dv.  That is the same di/dv only for a current linear in v
+    whose slope does not change with v during the step: the current must read v only
+    directly (no derived quantity on its way reads v, as an instantaneous gate's would),
+    be linear in it, and its reversal potential must not depend on v (a fixed erev or
+    Nernst's; not GHK or GHK2, whose currents are nonlinear in v)."""
+    if erev not in ("fixed", "nernst") or len(mech.currents) != 1:
+        return None
+    v, expr = symbol("v"), mech.currents[0].expr
+    used = derived_closure(mech, {s.name for s in expr.free_symbols})
+    if v not in expr.free_symbols or any(v in mech.derived[n].expr.free_symbols
+                                         for n in used):
+        return None
+    slope = sympy.diff(expr, v)
+    return None if v in slope.free_symbols else slope
 
 
 def _placement_for(mech: Mechanism, mode: str) -> Mechanism:
@@ -1184,10 +1244,36 @@ class _PointCell(_PointProcess):
         is the section's keeps NEURON's implicit v, and so exact gates."""
         return self.integration == "jnml_neuron" and not self.integrates_v()
 
+    def build(self, command):
+        self.check_inputs()
+        if self.forward_euler():
+            # the data jnml_neuron reproduces for such a cell are jLEMS's: its update order
+            # too (passes/jlems_order.py; registers shifted in the DERIVATIVE block)
+            self.mech = jlems_order(self.mech)
+        return super().build(command)
+
     def read(self, name):
         if name.startswith("synapses_"):
             return sympy.Integer(0)  # synapses are point processes of their own on the section
         return super().read(name)
+
+    def check_inputs(self) -> None:
+        """Inputs and synapses reach a point cell through its section's v: refuse a cell
+        whose dynamics read them without a v of the section (they would be lost)."""
+        if self.integrates_v():
+            return
+        m = self.mech
+        exprs = [s.rhs for s in m.states.values() if s.rhs is not None]
+        exprs += [x for e in m.events for x in [e.condition, *e.assign.values()]
+                  if x is not None]
+        names = {s.name for e in exprs for s in sympy.sympify(e).free_symbols}
+        for n in derived_closure(m, names):
+            names |= {s.name for s in m.derived[n].expr.free_symbols}
+        used = sorted(n for n in names if n.startswith("synapses_"))
+        if used:
+            raise UnsupportedError(f"inputs into the point cell {m.name}, whose dynamics read "
+                                   f"{used[0]} but whose v is not the section's, in the "
+                                   "NEURON backend")
 
     def bind_states(self):
         if self.has_v():
