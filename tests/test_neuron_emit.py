@@ -18,7 +18,7 @@ import sympy
 
 from nml_gradiff import __version__
 from nml_gradiff.backends.neuron.emit import (Binding, emit, midstep_input, neuron_name,
-                                              nmodl_unit)
+                                              nmodl_unit, ohmic_conductance)
 from nml_gradiff.backends.neuron.printer import (Block, NmodlPrinter, cse_assignments,
                                                  nmodl_number, tidy)
 from nml_gradiff.errors import UnsupportedError
@@ -385,6 +385,44 @@ def test_binding_erev_modes(test_model, mode):
         assert "log(cao/cai)" in text
     if mode == "ghk":
         assert "permeability = 0 (cm/s)" in text and "gmax" not in text
+
+
+INSTANTANEOUS_NML = """\
+<neuroml xmlns="http://www.neuroml.org/schema/neuroml2" id="inst_test">
+  <ionChannelHH id="inst" conductance="10pS" species="na">
+    <gateHHInstantaneous id="m" instances="1">
+      <steadyState type="HHSigmoidVariable" rate="1" midpoint="-20mV" scale="5mV"/>
+    </gateHHInstantaneous>
+  </ionChannelHH>
+</neuroml>
+"""
+
+
+def test_conductance_hint_for_ohmic_currents_only(hh, test_model, tmp_path):
+    """NEURON's CONDUCTANCE hint (one BREAKPOINT evaluation a step, di/dv = gchan) where the
+    current is gmax*fopen*(v - erev) with fopen free of v: fixed and Nernst reversal
+    potentials; not GHK/GHK2 (nonlinear in v), not an instantaneous gate (fopen reads v),
+    not under jnml_neuron (jNeuroML's mods use the difference quotient)."""
+    na = emit(hh["hh_na"])[1]
+    bp = na.split("BREAKPOINT {")[1].split("\n}")[0]
+    assert "    CONDUCTANCE gchan USEION na\n    gchan = fopen*gmax\n" in bp
+    assert "gchan (S/cm2)" in na and re.search(r"RANGE .*\bgchan\b", na)
+    leak = body(emit(test_model["nsLeak"])[1])
+    assert "    CONDUCTANCE gchan\n" in leak               # NONSPECIFIC_CURRENT: no USEION
+    nernst = emit(test_model["caLeak"], binding=Binding(erev="nernst"))[1]
+    assert "CONDUCTANCE gchan USEION ca" in nernst
+    assert "if (cao > 0) {\n        gchan = fopen*gmax\n    } else {\n        gchan = 0" \
+        in nernst
+    for mode in ("ghk", "ghk2"):
+        text = emit(test_model["caLeak"], binding=Binding(erev=mode))[1]
+        assert "CONDUCTANCE" not in text and "gchan" not in text
+    assert "CONDUCTANCE" not in emit(hh["hh_na"], integration="jnml_neuron")[1]
+    path = tmp_path / "inst.nml"
+    path.write_text(INSTANTANEOUS_NML)
+    inst = load_model(path).mechanisms["inst"]
+    assert ohmic_conductance(inst) is None
+    assert "CONDUCTANCE" not in emit(inst)[1]
+    assert ohmic_conductance(hh["hh_na"]) is not None
 
 
 def test_binding_rejects_nonsense():
