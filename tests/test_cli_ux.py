@@ -80,6 +80,12 @@ def test_omv_on_a_missing_folder_is_bad_input(tmp_path, capsys):
     assert code == 2 and f"no such folder: {tmp_path / 'nope'}" in err
 
 
+def test_omv_with_no_matching_test_is_bad_input(capsys):
+    """Before: `0 of 0 tests passed` and exit status 0 for a -k that matches nothing."""
+    code, _, err = run(capsys, "omv", MODELS, "-k", "no-such-test")
+    assert code == 2 and "no OSB tests" in err and "'no-such-test'" in err
+
+
 def test_lems_target_without_params_fails_once_before_the_batch(tmp_path, capsys):
     out = tmp_path / "out"
     code, stdout, err = run(capsys, "convert", MODELS, "--target", "lems", "-o", out)

@@ -94,6 +94,20 @@ def test_rerun_skips_up_to_date_and_redoes_changed(tmp_path):
     assert m["cell.nml"]["status"] == m["hh_channels.nml"]["status"] == "ok"
 
 
+def test_rerun_after_a_change_of_our_code_converts_again(tmp_path, monkeypatch):
+    """The version string stays while the code changes (a checkout, an editable install):
+    outputs emitted by other code are not up to date."""
+    from nml_gradiff.runtime import batch
+    repo = repository(tmp_path / "repo")
+    out = tmp_path / "out"
+    main(["convert", str(repo), "-o", str(out)])
+    monkeypatch.setattr(batch, "code_fingerprint", lambda: "other code")
+    main(["convert", str(repo), "-o", str(out)])
+    assert report(out)["by_name"]["cell.nml"]["status"] == "ok"
+    main(["convert", str(repo), "-o", str(out)])
+    assert report(out)["by_name"]["cell.nml"]["status"] == "up-to-date"
+
+
 def test_a_file_named_alone_may_not_include_outside_its_folder(tmp_path):
     repo = repository(tmp_path / "repo")
     out = tmp_path / "out"

@@ -9,6 +9,7 @@ recorded, and whose outputs are all still there, is "up-to-date" and not convert
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -70,9 +71,29 @@ def expand(inputs: list[str]) -> list[Path]:
     return files
 
 
+@functools.lru_cache(maxsize=None)
+def code_fingerprint() -> str:
+    """Hash of nml-gradiff's own code and templates: the version string alone does not
+    change while the code does (a source checkout, a development install), and outputs
+    emitted by other code must not pass as up to date."""
+    from ..templating import template_folder
+    package = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256(__version__.encode())
+    sources = sorted(package.rglob("*.py"))
+    for path in sources:
+        h.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    for backend in ("neuron", "jax", "lems"):
+        folder = template_folder(backend)
+        for t in sorted(folder.iterdir(), key=lambda t: t.name):
+            if t.name.endswith(".j2"):
+                h.update(f"{backend}/{t.name}".encode() + b"\0" + t.read_bytes())
+    return h.hexdigest()
+
+
 def input_hash(path: Path, settings: dict, include_dirs=(), allow_outside=False) -> str:
-    """Hash of every file the model reads, our version and the conversion settings."""
-    h = hashlib.sha256(f"{__version__}\n{json.dumps(settings, sort_keys=True)}".encode())
+    """Hash of every file the model reads, our code and the conversion settings."""
+    h = hashlib.sha256(f"{code_fingerprint()}\n{json.dumps(settings, sort_keys=True)}"
+                       .encode())
     for doc in xml.load(path, include_dirs=include_dirs,
                         allow_outside=allow_outside).documents:
         if not doc.core:

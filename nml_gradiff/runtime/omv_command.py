@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..errors import ModelError
 from .omv import NEUROML_ENGINES, OmtTest, OutputCache, Outcome, discover, run_test
 from .omv_provenance import JNEUROML, ORIGINAL, mep_maker
 from .run import run_lems
@@ -57,6 +58,10 @@ def omv_command(args) -> int:
     folders = [Path(f) for f in args.folders]
     tests = [t for t in discover(folders) if t.observables
              and (args.k is None or args.k in str(t.path))]
+    if not tests:     # a typo in -k or the wrong folder, not "0 of 0 passed"
+        matching = f" whose path contains {args.k!r}" if args.k is not None else ""
+        raise ModelError(f"no OSB tests (.omt files with observables){matching} under "
+                         + ", ".join(map(str, folders)))
     outcomes: list[Outcome] = []
     print(f"{'':4}  {'test':70s}  {'experiment':12s}  spikes     worst  detail "
           "(|dt| in ms)")
