@@ -341,17 +341,27 @@ def test_passive_channel(hh):
     assert "STATE" not in text and "DERIVATIVE" not in text
 
 
-def test_nonlinear_state_falls_back_to_derivimplicit():
+def test_nonlinear_state_is_stepped_as_the_step_map():
+    """A right-hand side not linear in its state: the whole update is a PROCEDURE doing the
+    StepMap's simultaneous step (forward Euler for q, exponential Euler for the linear g),
+    not derivimplicit; jnml_neuron keeps its own integration."""
     mech = Mechanism(name="cubic", kind="channel", component_type="test")
     mech.states["q"] = State("q", -symbol("q") ** 3 + symbol("v") / 100, sympy.Integer(0),
+                             "", "none")
+    mech.states["g"] = State("g", (symbol("v") / 100 - symbol("g")) / 3, sympy.Integer(0),
                              "", "none")
     mech.exposures["fopen"] = "q"
     mech.reads["v"] = "mV"
     mech.currents.append(Current("non_specific", symbol("q") * symbol("v")))
     text = emit(mech)[1]
-    assert "SOLVE states METHOD derivimplicit" in text
-    assert ": derivimplicit, not cnexp: the right-hand side of q is not linear" in text
-    assert "q' = v/100 - pow(q, 3)" in text
+    assert "SOLVE states\n" in text and "derivimplicit" not in text.replace(
+        "not derivimplicit", "")
+    assert "PROCEDURE states() {\n    LOCAL dq, dg\n" in text
+    assert "dq = dt*(v/100 - (q*q*q))" in text
+    assert "dg = dt*(v - 100*g)/(300*exprelr(-dt/3))" in text
+    # simultaneous: both increments from the old values, then both states move
+    assert text.index("dg = ") < text.index("q = dq + q") < text.index("g = dg + g")
+    assert "SOLVE states METHOD euler" in emit(mech, integration="jnml_neuron")[1]
 
 
 def test_kinetic_scheme(test_model):

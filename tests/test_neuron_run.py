@@ -133,20 +133,39 @@ FITZHUGH_NAGUMO = """\
 """
 
 
-@pytest.mark.parametrize("integration, peak_ms", [("jnml_neuron", 2440.0),
-                                                   ("exact", 2460.0)])
-def test_fitzhugh_nagumo_integrations(tmp_path, integration, peak_ms):
+def test_fitzhugh_nagumo_jnml_neuron(tmp_path):
     """NeuroML2 Ex9 (FitzHugh-Nagumo, dt = 10 ms in a model whose time unit is 1 s): jLEMS
-    and jNeuroML's mods step V and W by forward Euler and peak at 2440 ms (the .mep);
-    implicit Euler (derivimplicit, our exact mode) peaks two samples later, at 2460 ms: the
-    20 ms difference of the old omv table is the integrator, not the spike detection."""
+    and jNeuroML's mods step V and W by forward Euler and peak at 2440 ms (the .mep); the
+    jnml_neuron integration reproduces that peak."""
     lems = tmp_path / "LEMS_fn.xml"
     lems.write_text(FITZHUGH_NAGUMO)
-    assert main(["run", str(lems), "-o", str(tmp_path), "--integration", integration]) == 0
+    assert main(["run", str(lems), "-o", str(tmp_path), "--integration", "jnml_neuron"]) == 0
     t, v = np.loadtxt(tmp_path / "fn.dat").T
     d = np.diff(v)
     peaks = t[np.flatnonzero((d[1:] <= 0) & (d[:-1] > 0)) + 1] * 1000
-    assert peaks[0] == pytest.approx(peak_ms, abs=1e-6)
+    assert peaks[0] == pytest.approx(2440.0, abs=1e-6)
+
+
+def test_fitzhugh_nagumo_exact_is_the_step_map(tmp_path):
+    """Under ``exact``, a point cell with a nonlinear own state performs the StepMap
+    (passes/discretize.py) in NEURON: forward Euler for V' = V - V^3/3 - W + I (not linear
+    in V), exponential Euler for the linear W' = 0.08 (V + 0.7 - 0.8 W), both from the
+    values before the step; not derivimplicit's backward Euler, which differed by 0.2 in V.
+    The recurrence is written out here from NeuroML's fitzHughNagumoCell (time unit 1 s)."""
+    lems = tmp_path / "LEMS_fn.xml"
+    lems.write_text(FITZHUGH_NAGUMO)
+    assert main(["run", str(lems), "-o", str(tmp_path), "--integration", "exact"]) == 0
+    t, v = np.loadtxt(tmp_path / "fn.dat").T
+    dt, current, b = 0.01, 0.8, 0.064           # s; W' = a - b W with a = 0.08 (V + 0.7)
+    expected = [0.0]
+    big_v = w = 0.0
+    for _ in range(len(t) - 1):
+        a = 0.08 * (big_v + 0.7)
+        big_v, w = (big_v + dt * (big_v - big_v ** 3 / 3 - w + current),
+                    w + (1 - np.exp(-b * dt)) * (a / b - w))
+        expected.append(big_v)
+    assert v[1] == pytest.approx(0.008, rel=1e-12)
+    np.testing.assert_allclose(v, expected, rtol=0, atol=1e-9)
 
 
 # ----------------------------------------------------------------------------- NMODL FUNCTIONs

@@ -38,6 +38,7 @@ from ...errors import UnsupportedError
 from ...ir.functions import ExpRelr
 from ...ir.cell import EREV_MODES
 from ...ir.mechanism import Event, Mechanism, symbol
+from ...passes.discretize import DT, discretize, partial
 from ...passes.jlems_order import jlems_order
 from .mod_lines import render_mod
 from .printer import (FUNCTION_DEFINITIONS, Block, NmodlPrinter, cse_assignments, nmodl_number,
@@ -48,6 +49,8 @@ __all__ = ["Binding", "emit", "neuron_name", "DEFAULT_CONCENTRATIONS", "INTEGRAT
 
 #: How channel gates and concentration pools are integrated (``emit(..., integration=)``):
 #: ``exact``: closed form ``q' = (inf - q)/tau`` with cnexp (exact for a step with frozen v);
+#: a mechanism with a right-hand side not linear in its state: the StepMap's update
+#: written out (``_Emitter.explicit_step``);
 #: ``jnml_neuron``: what the mods of jNeuroML's NEURON export do, to reproduce reference data
 #: made with them (docs/neuron.md, "Integration"): forward Euler (``METHOD euler``; their
 #: ``q' = rate_q`` with the rate computed in a PROCEDURE makes cnexp a forward-Euler step),
@@ -589,9 +592,8 @@ class _Emitter:
                        "derived quantities that do not depend on this mechanism's states")
 
     def derivatives(self) -> list[Code]:
-        """One DERIVATIVE block: cnexp when every right-hand side is linear in its state,
-        else derivimplicit for all of them (nocmodl 9.0 runs out of memory on a mechanism
-        with both)."""
+        """One block for the ODE states: DERIVATIVE with cnexp when every right-hand side is
+        linear in its state, else the StepMap's step written out (:meth:`explicit_step`)."""
         states = self.ode_states()
         if not states:
             return []
@@ -599,14 +601,48 @@ class _Emitter:
             return [self.derivative("states", "euler", states,
                                     "euler: forward Euler, as jNeuroML's NEURON export "
                                     "(integration jnml_neuron, not exact)")]
-        nonlinear = [self.names[n] for n in states if not self.is_linear(n)]
+        nonlinear = [n for n in states if not self.is_linear(n)]
         if not nonlinear:
             return [self.derivative("states", "cnexp", states,
                                     "cnexp: right-hand sides linear in their states, so a step "
                                     "with v frozen is exact")]
-        return [self.derivative("states", "derivimplicit", states,
+        if self.integration == "exact":
+            return [self.explicit_step("states", states)]
+        return [self.derivative("states", "derivimplicit", states,  # jnml_neuron, as before
                                 "derivimplicit, not cnexp: the right-hand side of "
-                                + ", ".join(nonlinear) + " is not linear in its state")]
+                                + ", ".join(self.names[n] for n in nonlinear)
+                                + " is not linear in its state")]
+
+    def explicit_step(self, name: str, states: list[str]) -> Code:
+        """A PROCEDURE (``SOLVE states`` without METHOD: called once per fixed step, in
+        nrn_state) doing passes/discretize.py's simultaneous update: exponential Euler for a
+        right-hand side linear in its state, forward Euler for the others, all from the
+        values before the step.  Not derivimplicit, which iterates backward Euler and is not
+        the map the JAX backend steps and the sensitivities differentiate; not cnexp, which
+        nocmodl turns into derivimplicit for the whole block (docs/neuron.md)."""
+        schemes = discretize(self.mech).schemes
+        block = self.new_block()
+        self.method = None
+        rhs = {n: self.inline(self.mech.states[n].rhs) for n in states}
+        self.call_rates(block, list(rhs.values()))
+        updates = []
+        for n in states:
+            q, f = symbol(n), rhs[n]
+            if schemes[n] == "exponential_euler":
+                step = DT * f / ExpRelr(partial(f, q) * DT)
+            else:
+                step = DT * f
+            updates.append((block.local("d" + self.names[n]), self.tr(step)))
+        self.assign_all(block, updates)
+        for n, (tmp, _) in zip(states, updates):
+            block.assign(self.names[n], symbol(self.names[n]) + symbol(tmp))
+        euler = [self.names[n] for n in states if schemes[n] != "exponential_euler"]
+        which = (f"x += dt*f (forward Euler) for {', '.join(euler)}, not linear in their "
+                 "states" if euler else "no forward-Euler state")
+        return Code.of("PROCEDURE", f"{name}()", block,
+                       "one fixed step of passes/discretize.py's StepMap, simultaneous (not "
+                       "derivimplicit): x += dt*f/exprelr(-b*dt) for f = a - b*x (exponential "
+                       f"Euler, as cnexp); {which}")
 
     def forward_euler(self) -> bool:
         """Integration ``jnml_neuron`` on a channel or pool (jNeuroML's ``q' = rate_q``)."""
@@ -712,7 +748,8 @@ class _Emitter:
         if self.mech.kinetic:
             block.line("SOLVE kin METHOD sparse")
         for name in derivatives:
-            block.line(f"SOLVE {name} METHOD {self.method}")
+            method = f" METHOD {self.method}" if self.method else ""  # None: a PROCEDURE
+            block.line(f"SOLVE {name.removesuffix('()')}{method}")
         self.events(block)
         self.current(block)
         return Code.of("BREAKPOINT", "", block)
