@@ -337,8 +337,15 @@ def _update(defs: Definitions, x: sympy.Symbol, f: sympy.Expr):
     """
     b = -defs.diff(f, x)
     if x in defs.base(b) or b.has(sympy.DiracDelta):
-        return "forward_euler", x + DT * f
-    return "exponential_euler", x + DT * f / ExpRelr(-b * DT)
+        return "forward_euler", x + increment(f)
+    return "exponential_euler", x + increment(f, b)
+
+
+def increment(f: sympy.Expr, b: sympy.Expr | None = None) -> sympy.Expr:
+    """x[n+1] - x[n] of a state with rhs ``f``: exponential Euler ``dt*f/ExpRelr(-b dt)``
+    for ``f = a - b*x`` (``b = -df/dx``), forward Euler ``dt*f`` when ``b`` is None.  One
+    formula for this pass and for a backend that writes the step out (the NEURON emitter)."""
+    return DT * f if b is None else DT * f / ExpRelr(-b * DT)
 
 
 # ----------------------------------------------------------------------------- linear solves

@@ -38,7 +38,7 @@ from ...errors import UnsupportedError
 from ...ir.functions import ExpRelr
 from ...ir.cell import EREV_MODES
 from ...ir.mechanism import Event, Mechanism, symbol
-from ...passes.discretize import DT, discretize, partial
+from ...passes.discretize import discretize, increment, partial
 from ...passes.jlems_order import jlems_order
 from .mod_lines import render_mod
 from .printer import (FUNCTION_DEFINITIONS, Block, NmodlPrinter, cse_assignments, nmodl_number,
@@ -627,12 +627,9 @@ class _Emitter:
         self.call_rates(block, list(rhs.values()))
         updates = []
         for n in states:
-            q, f = symbol(n), rhs[n]
-            if schemes[n] == "exponential_euler":
-                step = DT * f / ExpRelr(partial(f, q) * DT)
-            else:
-                step = DT * f
-            updates.append((block.local("d" + self.names[n]), self.tr(step)))
+            f = rhs[n]
+            b = -partial(f, symbol(n)) if schemes[n] == "exponential_euler" else None
+            updates.append((block.local("d" + self.names[n]), self.tr(increment(f, b))))
         self.assign_all(block, updates)
         for n, (tmp, _) in zip(states, updates):
             block.assign(self.names[n], symbol(self.names[n]) + symbol(tmp))
